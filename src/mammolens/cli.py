@@ -1,0 +1,87 @@
+"""The ``mammolens`` command line: one Typer app, one command per stage.
+
+Each command lives in :mod:`mammolens.commands` and is a thin call into the library.
+Command modules must not import torch (or other heavy libraries) at import time, so
+``mammolens --help`` and ``mammolens stats ...`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from mammolens import __version__
+
+app = typer.Typer(
+    name="mammolens",
+    help="Breast cancer detection in screening mammography: data -> model -> statistics -> reading room.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: single commands, in data-flow order: name -> "module:function"
+COMMANDS: dict[str, str] = {
+    "synth": "mammolens.commands.synth:synth",
+    "ingest": "mammolens.commands.ingest:ingest",
+    "preprocess": "mammolens.commands.preprocess:preprocess",
+    "split": "mammolens.commands.split:split",
+    "train": "mammolens.commands.train:train",
+    "predict": "mammolens.commands.predict:predict",
+    "evaluate": "mammolens.commands.evaluate:evaluate",
+    "demo": "mammolens.commands.demo:demo",
+    "serve": "mammolens.commands.serve:serve",
+}
+#: command groups (Typer sub-apps): name -> "module:app"
+GROUPS: dict[str, str] = {
+    "stats": "mammolens.commands.stats:app",
+    "users": "mammolens.commands.users:app",
+}
+
+
+def _load(target: str):
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:  # stage not built yet: leave it out of the CLI
+            return None
+        raise
+    return getattr(module, attr)
+
+
+def _register() -> None:
+    for name, target in COMMANDS.items():
+        fn = _load(target)
+        if fn is not None:
+            app.command(name)(fn)
+    for name, target in GROUPS.items():
+        sub = _load(target)
+        if sub is not None:
+            app.add_typer(sub, name=name)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mammolens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """mammolens: one command per stage (synth, ingest, preprocess, split, train, predict, evaluate, serve)."""
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""CLI commands: thin wrappers over library functions (see :mod:`mammolens.cli`)."""

@@ -1,0 +1,130 @@
+"""Helpers every command uses: error handling, JSON output, progress, QC summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mammolens.errors import EXIT_ERROR, EXIT_REJECTED, MammolensError
+from mammolens.qc import QCTable
+
+#: messages, progress and tables for people go to stderr; results (JSON) to stdout
+console = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn library errors into a one-line message and exit status 1 (no traceback)."""
+    try:
+        yield
+    except MammolensError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except FileNotFoundError as e:
+        console.print(f"[bold red]error:[/] {e.filename or ''}: file not found")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return _finite(float(o))
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(x: float) -> float | None:
+    return None if (math.isnan(x) or math.isinf(x)) else x
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float):
+        return _finite(o)
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    return o
+
+
+def to_json(obj: Any, *, indent: int | None = 2) -> str:
+    """JSON with numpy types converted and NaN/inf written as null."""
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_default))), indent=indent)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(to_json(obj) + "\n")
+    sys.stdout.flush()
+
+
+def progress(transient: bool = False) -> Progress:
+    """A rich progress bar (to stderr) with count, elapsed and remaining time."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def report_qc(qc: QCTable, qc_path: Path | None, *, what: str = "input(s)") -> int:
+    """Print a summary of rejected/flagged inputs; return the exit status (0 or 3)."""
+    rej = qc.rejected
+    if qc.flagged:
+        console.print(f"[yellow]{len(qc.flagged)} {what} flagged[/] (used, but see the QC table)")
+    if not rej:
+        return 0
+    table = Table(title=f"{len(rej)} {what} rejected", show_header=True, header_style="bold red")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for reason, n in qc.reasons("reject").most_common():
+        table.add_row(reason, str(n))
+    console.print(table)
+    if qc_path is not None:
+        console.print(f"QC table: {qc_path}")
+    return EXIT_REJECTED
+
+
+def exit_with(status: int) -> None:
+    if status:
+        raise typer.Exit(status)

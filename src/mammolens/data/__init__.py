@@ -1,0 +1,1 @@
+"""Data side: manifest schema, dataset adapters, preprocessing cache, splits, synthetic cohort."""

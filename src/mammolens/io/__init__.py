@@ -1,0 +1,1 @@
+"""Reading pixels and metadata (DICOM, PNG/PGM/TIFF) and writing DICOM results."""
