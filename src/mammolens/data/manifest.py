@@ -228,7 +228,8 @@ def manifest_hash(df: pd.DataFrame) -> str:
     """A stable SHA-256 of the manifest's content (row order independent)."""
     d = normalize_manifest(df)
     cols = sorted(d.columns)
-    d = d[cols].sort_values("image_id").astype(str)
+    d = d[cols].sort_values("image_id")
+    d = pd.DataFrame({c: [_to_str(v) for v in d[c]] for c in cols})
     h = hashlib.sha256()
     h.update("\x1f".join(cols).encode())
     for row in d.itertuples(index=False):
