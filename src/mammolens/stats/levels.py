@@ -1,0 +1,98 @@
+"""Roll image-level scores up to breasts and exams.
+
+A breast is ``(patient_id, study_id, laterality)`` and an exam ``(patient_id, study_id)``
+(:data:`mammolens.data.manifest.BREAST_KEY` / ``EXAM_KEY``). The score of a breast or exam
+is the maximum (default) or the mean of its images' scores; its truth is the maximum of
+its images' truths (an exam is malignant when any of its images is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from mammolens.data.manifest import BREAST_KEY, EXAM_KEY
+from mammolens.stats._validate import StatsInputError, check_choice, check_columns
+
+LEVELS = ("image", "breast", "exam")
+
+
+def level_keys(level: str) -> list[str]:
+    """The key columns of a level (``image`` -> ``["image_id"]``)."""
+    check_choice(level, LEVELS, name="level")
+    return {"image": ["image_id"], "breast": list(BREAST_KEY), "exam": list(EXAM_KEY)}[level]
+
+
+def aggregate_scores(
+    df: pd.DataFrame,
+    *,
+    level: str = "exam",
+    score: str | Sequence[str] = "score",
+    truth: str | None = "label",
+    how: str = "max",
+    keys: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Aggregate a per-image table to one row per breast or exam.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per image with the key columns, the score column(s) and (optionally) truth.
+    level : {"image", "breast", "exam"}
+        ``image`` returns the rows unchanged (after validation).
+    score : str or list of str
+        Score column(s) to aggregate.
+    truth : str or None
+        Truth column, rolled up by ``max``; rows with missing truth are kept but an
+        aggregate is missing only when all its images are.
+    how : {"max", "mean"}
+        How image scores combine.
+    keys : list of str, optional
+        Override the level's key columns.
+    keep : list of str
+        Extra columns carried along (first value per group, e.g. ``age``, ``manufacturer``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Key columns, aggregated score(s), truth, extra columns and ``n_images``.
+    """
+    check_choice(how, ("max", "mean"), name="how")
+    scores = [score] if isinstance(score, str) else list(score)
+    grp = list(keys) if keys is not None else level_keys(level)
+    cols = grp + scores + ([truth] if truth else []) + list(keep)
+    check_columns(df, cols, what="aggregate_scores")
+    for c in scores:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise StatsInputError(f"column {c!r}: scores must be numeric")
+    if level == "image" and keys is None:
+        return df[list(dict.fromkeys(cols))].reset_index(drop=True)
+    missing_key = df[grp].isna().any(axis=1)
+    if missing_key.any():
+        raise StatsInputError(f"{int(missing_key.sum())} row(s) with a missing key ({', '.join(grp)})")
+    agg: dict[str, Any] = {c: how for c in scores}
+    if truth:
+        agg[truth] = "max"
+    for c in keep:
+        agg[c] = "first"
+    g = df.groupby(grp, sort=False, dropna=False)
+    out = g.agg(agg)
+    out["n_images"] = g.size()
+    out = out.reset_index()
+    if truth and pd.api.types.is_float_dtype(out[truth]) and out[truth].dropna().isin([0, 1]).all():
+        out[truth] = out[truth].astype("Int64")
+    return out
+
+
+def add_level_scores(df: pd.DataFrame, *, score: str = "score", how: str = "max") -> pd.DataFrame:
+    """Add ``breast_score`` and ``exam_score`` columns (the predictions table's layout)."""
+    out = df.copy()
+    out["breast_score"] = df.groupby(list(BREAST_KEY), sort=False)[score].transform(how)
+    out["exam_score"] = df.groupby(list(EXAM_KEY), sort=False)[score].transform(how)
+    return out
+
+
+__all__ = ["LEVELS", "add_level_scores", "aggregate_scores", "level_keys"]
