@@ -1,0 +1,1 @@
+"""Named configuration presets (``tiny``, ``paper``, ``mias``): see :mod:`mammolens.config`."""

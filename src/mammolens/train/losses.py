@@ -1,0 +1,65 @@
+"""The training loss: image classification + lesion localisation (dense or weak).
+
+``L = BCE(logit, y; pos_weight) + loc_weight * L_loc`` where, per image,
+
+* with a lesion mask (cache mask present and, for a malignant image, some pixel = 2):
+  dense binary cross-entropy between the localisation logits (layer4 grid) and the
+  malignant mask max-pooled to that grid (a cell is positive when any of its pixels is
+  malignant);
+* without one: multiple-instance (weak) supervision: binary cross-entropy between the
+  LSE-pooled localisation map (:func:`mammolens.models.lse_pool`) and the image label.
+
+``L_loc`` is the mean over the batch of those per-image terms. Class imbalance is handled
+by ``pos_weight = n_negative / n_positive`` of the training split on the classification
+term (or by a weighted sampler, ``train.imbalance``; see docs/training.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mammolens.data.lesions import MASK_MALIGNANT
+from mammolens.models.pooling import lse_pool
+
+
+def mask_targets(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Malignant mask ``(B, H, W)`` -> ``(B, h, w)`` float targets (any-pixel max pooling)."""
+    m = (mask == MASK_MALIGNANT).float().unsqueeze(1)
+    return F.adaptive_max_pool2d(m, grid).squeeze(1)
+
+
+def mammo_loss(
+    out: dict[str, torch.Tensor],
+    batch: dict[str, Any],
+    *,
+    loc_weight: float = 1.0,
+    lse_r: float = 5.0,
+    pos_weight: float | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Return ``(total_loss, parts)``; ``parts`` has ``cls``, ``loc`` tensors and ``n_dense``."""
+    logit = out["logit"].float()
+    y = batch["label"].float().to(logit.device)
+    pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=logit.device)
+    cls = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pw)
+    parts: dict[str, Any] = {"cls": cls, "n_dense": 0}
+    if loc_weight <= 0 or "localization_logit" not in out:
+        parts["loc"] = torch.zeros((), device=logit.device)
+        return cls, parts
+    loc = out["localization"].float()
+    b = loc.shape[0]
+    has_mask = batch["has_mask"].to(loc.device).bool()
+    per = torch.zeros(b, device=loc.device)
+    if has_mask.any():
+        tgt = mask_targets(batch["mask"].to(loc.device), tuple(loc.shape[-2:]))
+        dense = F.binary_cross_entropy_with_logits(loc, tgt, reduction="none").mean(dim=(1, 2))
+        per = torch.where(has_mask, dense, per)
+    if (~has_mask).any():
+        weak = F.binary_cross_entropy_with_logits(lse_pool(loc, lse_r), y, reduction="none")
+        per = torch.where(has_mask, per, weak)
+    loc_loss = per.mean()
+    parts["loc"] = loc_loss
+    parts["n_dense"] = int(has_mask.sum().item())
+    return cls + loc_weight * loc_loss, parts
