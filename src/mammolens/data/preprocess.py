@@ -1,0 +1,1002 @@
+"""Preprocessing: decode, crop to the breast, flip, resize, pad -- and the on-disk cache.
+
+One image (:func:`preprocess_image`) goes through these steps:
+
+1. **decode** with :func:`mammolens.io.read_image` (display-ready float32 in [0, 1]), or
+   take an already-decoded array;
+2. **segment the breast** on a downsampled copy (a strided copy shrunk with
+   ``cv2.INTER_AREA`` to about ``seg_size`` pixels on its long side): a global threshold
+   (triangle [Zack1977]_ by default, Otsu [Otsu1979]_ on request), a morphological
+   opening that cuts thin bridges to film edges and markers, the largest connected
+   component (the breast; burned-in labels, markers and film-edge strips are separate
+   components and are dropped), holes filled, a little of the thresholded skin line
+   recovered. The pectoral muscle on MLO views is part of the breast component and is
+   kept. Pixels outside the (dilated) breast mask -- labels inside the bounding box --
+   are set to the background value;
+3. **chest-wall side** from the pixels: the intensity mass of the breast in the half of
+   its bounding box next to the chest wall is larger (the breast is widest there and the
+   pectoral muscle lies there). Laterality from the manifest is the cross-check: the
+   standard display puts the chest wall of a left breast on the left of the image and of
+   a right breast on the right; a disagreement is flagged (``laterality_mismatch``) and
+   the pixels win unless they are ambiguous;
+4. **crop** the original-resolution image to the breast's bounding box plus a margin,
+   **flip** so every chest wall lies on the same side (``flip_to``), **resize** keeping the
+   aspect ratio (``cv2.INTER_AREA``) and **pad** to the target size. The geometry is
+   recorded as a :class:`mammolens.data.transform.Transform`;
+5. **rasterise lesions** (:func:`mammolens.data.lesions.rasterize_lesions`) with that
+   transform, so the mask is in the same geometry as the image.
+
+A manifest (:func:`preprocess_manifest`) is processed in parallel (a process pool with
+``imap_unordered``; workers write their own arrays and return only a small record, so
+memory does not grow with the dataset), resumably (an image whose input file and
+settings are unchanged and whose array is on disk is skipped) into a cache folder::
+
+    CACHE/settings.json              PreprocessSettings (+ key, version)
+    CACHE/index.csv                  one row per image (see INDEX_COLUMNS)
+    CACHE/qc.csv                     every rejected / flagged input, with the reason
+    CACHE/arrays/<hh>/<image>.npy    the image (uint16 or float16, (H, W))
+    CACHE/arrays/<hh>/<image>.mask.npy   the lesion mask (uint8 0/1/2), when there are lesions
+
+``index.csv`` is appended to one complete line at a time while the run goes on (a line
+cut by a kill is dropped when the file is next opened) and rewritten atomically at the
+end, so it is never corrupt. Read the cache with :func:`mammolens.data.cache.open_cache`.
+
+References
+----------
+.. [Zack1977] Zack G.W., Rogers W.E., Latt S.A. Automatic measurement of sister chromatid
+   exchange frequency. J Histochem Cytochem 25(7):741-753, 1977 (triangle threshold).
+.. [Otsu1979] Otsu N. A threshold selection method from gray-level histograms. IEEE Trans
+   Syst Man Cybern 9(1):62-66, 1979.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mammolens.data.lesions import Lesion, parse_lesions, rasterize_lesions
+from mammolens.data.transform import Transform
+from mammolens.errors import InputError, MammolensError
+from mammolens.qc import QCTable
+
+#: bump when the algorithm changes in a way that changes the cached pixels
+PREPROCESS_VERSION = 1
+QC_STAGE = "preprocess"
+
+#: columns of CACHE/index.csv
+INDEX_COLUMNS = [
+    "image_id",
+    "status",  # ok | rejected
+    "file",  # image array, relative to the cache folder ("" when rejected)
+    "mask_file",  # mask array, relative ("" when no lesions)
+    "height",
+    "width",
+    "has_mask",  # 0 | 1
+    "transform",  # Transform JSON
+    "flags",  # ';'-separated QC flags
+    "reason",  # why rejected
+    "path",  # the input file
+    "fingerprint",  # hash of (path, size, mtime)
+    "key",  # PreprocessSettings.key()
+    "seconds",  # processing time
+]
+
+INDEX_FILE = "index.csv"
+SETTINGS_FILE = "settings.json"
+QC_FILE = "qc.csv"
+ARRAYS_DIR = "arrays"
+
+
+# ----------------------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------------------
+class PreprocessSettings(BaseModel):
+    """How images are turned into cache images; part of every cache key.
+
+    Attributes
+    ----------
+    size
+        ``(H, W)`` of the cache image.
+    dtype
+        Storage type of the cached image: ``uint16`` (exact to 1/65535) or ``float16``.
+    window
+        ``"auto"``: the reader's default display window (DICOM VOI LUT / first window;
+        full range for PNG/PGM); an integer ``N``: the N-th (0-based) DICOM window.
+    threshold
+        Breast segmentation threshold: ``"otsu"`` (default), ``"triangle"`` (lower: keeps
+        more of a faint skin line, but also film background on digitised film), or a fixed
+        value in (0, 1) on the display-ready image.
+    low_threshold
+        Hysteresis for the skin line: the breast found at ``threshold`` grows into the
+        connected region above ``low_threshold x threshold`` (0 disables; ignored with a
+        fixed threshold).
+    crop
+        Crop to the breast (``False``: keep the whole image; flipping still applies).
+    mask_background
+        Set everything outside the (slightly dilated) breast mask to ``pad_value``: this
+        removes burned-in labels and markers that fall inside the breast's bounding box.
+    margin
+        Margin added around the breast's bounding box, as a fraction of the image's long
+        side.
+    seg_size
+        Long side (pixels) of the downsampled copy the segmentation runs on.
+    min_breast_fraction
+        The breast must cover at least this fraction of the image, else the image is
+        rejected as "no breast found".
+    flip_to
+        Where the chest wall goes: ``"left"`` (default), ``"right"``, or ``"none"`` (no
+        flipping).
+    pad_value
+        Value of the padding, in [0, 1].
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: tuple[int, int] = (1024, 512)
+    dtype: Literal["uint16", "float16"] = "uint16"
+    window: Literal["auto"] | int = "auto"
+    threshold: Literal["triangle", "otsu"] | float = "otsu"
+    low_threshold: float = Field(0.35, ge=0.0, lt=1.0)
+    crop: bool = True
+    mask_background: bool = True
+    margin: float = Field(0.01, ge=0.0, le=0.5)
+    seg_size: int = Field(512, ge=64, le=4096)
+    min_breast_fraction: float = Field(0.005, gt=0.0, lt=1.0)
+    flip_to: Literal["left", "right", "none"] = "left"
+    pad_value: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _parse_size(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_size(v)
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 8 or v[1] < 8 or v[0] > 16384 or v[1] > 16384:
+            raise ValueError(f"size must be between 8 and 16384 pixels per side, got {v[0]}x{v[1]}")
+        return v
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _parse_window(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() != "auto":
+            try:
+                v = int(v)
+            except ValueError:
+                raise ValueError(f"window must be 'auto' or a window index, got {v!r}") from None
+        if isinstance(v, int) and v < 0:
+            raise ValueError("window index must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _check_threshold(self) -> PreprocessSettings:
+        t = self.threshold
+        if isinstance(t, float) and not 0.0 < t < 1.0:
+            raise ValueError(f"a fixed threshold must be in (0, 1), got {t}")
+        return self
+
+    def key(self) -> str:
+        """A short stable hash (12 hex digits) of the settings and the algorithm version."""
+        payload = json.dumps({"v": PREPROCESS_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"HxW"`` (e.g. ``"1024x512"``) into ``(H, W)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
+    if not m:
+        raise ValueError(f"size must be HxW, e.g. 1024x512, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# ----------------------------------------------------------------------------------------
+# one image
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Preprocessed:
+    """The result of :func:`preprocess_image`.
+
+    ``image`` float32 (H, W) in [0, 1]; ``mask`` uint8 (H, W) with 0 background,
+    1 benign/unknown lesion, 2 malignant lesion, or ``None`` when no lesions were given;
+    ``transform`` maps original pixel coordinates to cache coordinates; ``flags`` are QC
+    flags (the image is usable, but look at it); ``chest_wall`` is the side the chest
+    wall was found on in the *original* image; ``timings`` seconds per stage.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    transform: Transform
+    flags: list[str] = field(default_factory=list)
+    chest_wall: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _read_source(path: Path, settings: PreprocessSettings) -> np.ndarray:
+    """Decode an image file with :func:`mammolens.io.read_image`."""
+    try:
+        from mammolens.io import images as _images
+    except ImportError as e:  # pragma: no cover - the io package ships with mammolens
+        raise MammolensError(f"mammolens.io.images is not available ({e})") from None
+    if settings.window == "auto":
+        loaded = _images.read_image(path)
+    else:
+        try:
+            loaded = _images.read_image(path, window=settings.window)
+        except TypeError:
+            raise InputError(path, "this reader cannot select a DICOM window; use --window auto") from None
+    pixels = getattr(loaded, "pixels", loaded)
+    return np.asarray(pixels)
+
+
+def _as_float_image(arr: np.ndarray, where: str | Path | None) -> np.ndarray:
+    """Validate a decoded image and bring it to float32 in [0, 1] (no copy when already)."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        a = a[..., :3].mean(axis=2) if a.shape[2] > 1 else a[..., 0]
+    if a.ndim != 2:
+        raise InputError(where, f"expected a 2-D grayscale image, got shape {a.shape}")
+    if a.shape[0] < 16 or a.shape[1] < 16:
+        raise InputError(where, f"image too small ({a.shape[0]}x{a.shape[1]})")
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if hi == lo:
+            raise InputError(where, f"blank image: every pixel is {lo}")
+        return ((a.astype(np.float32) - lo) * np.float32(1.0 / (hi - lo))).astype(np.float32, copy=False)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(where, f"unsupported pixel type {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    lo, hi = float(a.min()), float(a.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(where, "image contains NaN or infinite values")
+    if hi - lo < 1e-6:
+        raise InputError(where, f"blank image: every pixel is {lo:g}")
+    if lo < 0.0 or hi > 1.0:
+        a = np.clip(a, 0.0, 1.0)
+    return a
+
+
+def _downsample(img: np.ndarray, seg_size: int) -> tuple[np.ndarray, float, float]:
+    """A small copy for segmentation; returns it and the (row, col) scale factors to original."""
+    import cv2
+
+    h, w = img.shape
+    step = max(1, int(max(h, w) // (2 * seg_size)))
+    src = img[::step, ::step] if step > 1 else img  # cheap stride first, then area-average
+    sh, sw = src.shape
+    f = max(sh, sw) / seg_size
+    if f > 1.0:
+        nh, nw = max(1, int(round(sh / f))), max(1, int(round(sw / f)))
+        small = cv2.resize(np.ascontiguousarray(src), (nw, nh), interpolation=cv2.INTER_AREA)
+    else:
+        small = np.ascontiguousarray(src, dtype=np.float32)
+    return small, h / small.shape[0], w / small.shape[1]
+
+
+def _threshold(u8: np.ndarray, method: str | float) -> int:
+    import cv2
+
+    if isinstance(method, float):
+        return int(round(method * 255))
+    flag = cv2.THRESH_TRIANGLE if method == "triangle" else cv2.THRESH_OTSU
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | flag)
+    return int(t)
+
+
+@dataclass
+class _Segmentation:
+    mask: np.ndarray  # small binary breast mask (uint8 0/1)
+    bbox: tuple[int, int, int, int]  # y0, y1, x0, x1 in small coordinates
+    fy: float
+    fx: float
+    fraction: float
+    chest_left: bool
+    asymmetry: float  # |left - right| / (left + right) of the intensity mass, 0..1
+
+
+def _largest_component(binary: np.ndarray, fallback: np.ndarray) -> np.ndarray | None:
+    import cv2
+
+    src = binary if binary.any() else fallback
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(src, connectivity=8)
+    if n <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return (labels == best).astype(np.uint8)
+
+
+def segment_breast(img: np.ndarray, settings: PreprocessSettings, *, where: str | Path | None = None) -> _Segmentation:
+    """Find the breast in a display-ready image (on a downsampled copy).
+
+    Returns the small mask, its bounding box, the scale factors back to the original and
+    the chest-wall side decided from the pixels. Raises :class:`InputError` when no
+    breast is found.
+    """
+    import cv2
+
+    small, fy, fx = _downsample(img, settings.seg_size)
+    sh, sw = small.shape
+    u8 = (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    u8 = cv2.medianBlur(u8, 3)
+    t = _threshold(u8, settings.threshold)
+    fg = (u8 > t).astype(np.uint8)
+    # opening cuts thin bridges (film edges, markers touching the skin line)
+    k = max(3, int(round(min(sh, sw) * 0.02)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    core = _largest_component(cv2.morphologyEx(fg, cv2.MORPH_OPEN, kernel), fg)
+    if core is None:
+        raise InputError(where, "no breast found: nothing above the background threshold")
+    comp = core
+    if settings.low_threshold > 0 and not isinstance(settings.threshold, float):
+        # hysteresis: grow into the fainter skin-line region connected to the core
+        t_low = max(1, int(round(settings.low_threshold * t)))
+        low = cv2.morphologyEx((u8 > t_low).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+        n, labels = cv2.connectedComponents(low, connectivity=8)
+        if n > 1:
+            hit = np.bincount(labels[core > 0], minlength=n)
+            hit[0] = 0
+            comp = ((labels == int(np.argmax(hit))) | (core > 0)).astype(np.uint8)
+            fg = (u8 > t_low).astype(np.uint8)
+    # recover the skin line lost by the opening (only next to the component), fill holes
+    comp = cv2.dilate(comp, kernel) & fg | comp
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [max(contours, key=cv2.contourArea)] if contours else []
+    mask = np.zeros_like(comp)
+    cv2.drawContours(mask, contours, -1, 1, thickness=cv2.FILLED)
+    mask |= comp
+    fraction = float(mask.mean())
+    if fraction < settings.min_breast_fraction:
+        raise InputError(
+            where,
+            f"no breast found: largest bright region covers {fraction:.2%} of the image "
+            f"(minimum {settings.min_breast_fraction:.2%})",
+        )
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    # chest-wall side: intensity mass of the breast in each half of its bounding box
+    col_mass = (small[y0:y1, x0:x1] * mask[y0:y1, x0:x1]).sum(axis=0, dtype=np.float64)
+    half = col_mass.size // 2
+    left, right = float(col_mass[:half].sum()), float(col_mass[col_mass.size - half :].sum())
+    asym = abs(left - right) / max(left + right, 1e-12)
+    return _Segmentation(mask, (y0, y1, x0, x1), fy, fx, fraction, left >= right, asym)
+
+
+#: below this left/right mass asymmetry the pixel-based chest-wall side is "ambiguous"
+AMBIGUOUS_ASYMMETRY = 0.05
+
+
+def _integer_factor(ch: int, cw: int, rh: int, rw: int) -> int:
+    """The integer pre-reduction factor used before the final INTER_AREA resize (1 = none)."""
+    k = int(min(ch / rh, cw / rw))
+    return k if k >= 2 else 1
+
+
+def _snap(a0: int, a1: int, k: int, n: int) -> tuple[int, int]:
+    """Grow (or, at the image border, shrink) ``[a0, a1)`` to a multiple of ``k`` within ``[0, n)``."""
+    size = a1 - a0
+    want = -(-size // k) * k
+    extra = want - size
+    if extra == 0:
+        return a0, a1
+    if a1 + extra <= n:
+        return a0, a1 + extra
+    if a0 - extra >= 0:
+        return a0 - extra, a1
+    grow_end = n - a1
+    if a0 - (extra - grow_end) >= 0:
+        return a0 - (extra - grow_end), n
+    return a0, a0 + (size // k) * k
+
+
+def _resize_area(a: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
+    """INTER_AREA resize to ``(h, w)``; an exact integer pass by ``k`` first (cv2's fast path).
+
+    Area averaging by an integer factor followed by area averaging by the remaining factor
+    (< 2) equals one area resize up to the sub-pixel weights at the block borders.
+    """
+    import cv2
+
+    if k >= 2 and a.shape[0] % k == 0 and a.shape[1] % k == 0:
+        a = cv2.resize(a, (a.shape[1] // k, a.shape[0] // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _breast_mask_in_crop(seg: _Segmentation, cy0: int, cx0: int, ch: int, cw: int, rh: int, rw: int) -> np.ndarray:
+    """The (dilated) small breast mask warped into the resized crop's geometry, float32 0/1."""
+    import cv2
+
+    sh, sw = seg.mask.shape
+    k = max(3, int(round(max(sh, sw) * 0.012)) | 1)
+    m = cv2.dilate(seg.mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) * np.uint8(255)
+    sx, sy = rw / cw, rh / ch
+    # pixel centres: index + 0.5 in continuous coordinates on both sides
+    mat = np.array(
+        [[seg.fx * sx, 0.0, (0.5 * seg.fx - cx0) * sx - 0.5], [0.0, seg.fy * sy, (0.5 * seg.fy - cy0) * sy - 0.5]],
+        dtype=np.float64,
+    )
+    w = cv2.warpAffine(m, mat, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return (w >= 128).astype(np.float32)
+
+
+def preprocess_image(
+    source: str | Path | np.ndarray,
+    settings: PreprocessSettings | None = None,
+    *,
+    lesions: list[Lesion] | str | list[dict] | None = None,
+    laterality: str | None = None,
+    base_dir: str | Path | None = None,
+) -> Preprocessed:
+    """Preprocess one image: segment, crop, flip, resize, pad; rasterise its lesions.
+
+    Parameters
+    ----------
+    source
+        An image file (read with :func:`mammolens.io.read_image`) or an already decoded
+        2-D array (float in [0, 1], or integers, rescaled by their min and max).
+    settings
+        :class:`PreprocessSettings` (defaults when ``None``).
+    lesions
+        Lesions in original pixel coordinates (:class:`~mammolens.data.lesions.Lesion`
+        objects, dicts, or the manifest's JSON string). ``None`` or empty: no mask.
+    laterality
+        ``"L"``/``"R"`` from the manifest: cross-checked against the pixels.
+    base_dir
+        Folder that relative lesion mask paths are resolved against.
+
+    Returns
+    -------
+    Preprocessed
+
+    Raises
+    ------
+    InputError
+        Unreadable, blank or non-finite image, or no breast found.
+    """
+    import cv2
+
+    settings = settings or PreprocessSettings()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    where: str | Path | None
+    if isinstance(source, str | Path):
+        where = Path(source)
+        if not where.exists():
+            raise InputError(where, "file not found")
+        raw = _read_source(where, settings)
+    else:
+        where = None
+        raw = source
+    img = _as_float_image(raw, where)
+    del raw
+    t1 = time.perf_counter()
+    timings["decode"] = t1 - t0
+    h, w = img.shape
+    flags: list[str] = []
+
+    lat = (laterality or "").strip().upper()
+    expected_left = {"L": True, "R": False}.get(lat)
+    if settings.crop or settings.flip_to != "none":
+        seg = segment_breast(img, settings, where=where)
+        chest_left = seg.chest_left
+        if seg.asymmetry < AMBIGUOUS_ASYMMETRY:
+            flags.append("chest_wall_ambiguous")
+            if expected_left is not None:
+                chest_left = expected_left
+        elif expected_left is not None and expected_left != chest_left:
+            flags.append(f"laterality_mismatch: manifest says {lat} but the chest wall is on the {'left' if chest_left else 'right'}")
+        if seg.fraction > 0.97:
+            flags.append("no_background: the breast fills the whole image")
+    else:
+        seg = None
+        chest_left = True if expected_left is None else expected_left
+    chest = "left" if chest_left else "right"
+
+    if settings.crop and seg is not None:
+        y0, y1, x0, x1 = seg.bbox
+        m = int(round(settings.margin * max(h, w)))
+        cy0 = max(0, int(np.floor(y0 * seg.fy)) - m)
+        cy1 = min(h, int(np.ceil(y1 * seg.fy)) + m)
+        cx0 = max(0, int(np.floor(x0 * seg.fx)) - m)
+        cx1 = min(w, int(np.ceil(x1 * seg.fx)) + m)
+    else:
+        cy0, cy1, cx0, cx1 = 0, h, 0, w
+    flip = settings.flip_to != "none" and (chest != settings.flip_to)
+    H, W = settings.size
+    ch, cw = cy1 - cy0, cx1 - cx0
+    scale = min(H / ch, W / cw)
+    k = _integer_factor(ch, cw, max(1, round(ch * scale)), max(1, round(cw * scale)))
+    if k > 1:  # make the crop a multiple of k so the fast integer pass is exact
+        cy0, cy1 = _snap(cy0, cy1, k, h)
+        cx0, cx1 = _snap(cx0, cx1, k, w)
+        ch, cw = cy1 - cy0, cx1 - cx0
+        scale = min(H / ch, W / cw)
+    t2 = time.perf_counter()
+    timings["crop"] = t2 - t1
+
+    rh, rw = min(H, max(1, int(round(ch * scale)))), min(W, max(1, int(round(cw * scale))))
+    pad_top = (H - rh) // 2
+    pad_left = W - rw if settings.flip_to == "right" else 0
+    tf = Transform(h, w, cy0, cy1, cx0, cx1, flip, float(scale), H, W, pad_top, pad_left)
+    rh, rw = tf.resized_h, tf.resized_w
+    crop = img[cy0:cy1, cx0:cx1]
+    if (rh, rw) == crop.shape:
+        small = np.array(crop, dtype=np.float32)
+    elif rh < ch and rw < cw:
+        small = _resize_area(crop, rw, rh, k)
+    else:
+        small = cv2.resize(np.ascontiguousarray(crop), (rw, rh), interpolation=cv2.INTER_LINEAR)
+    if settings.mask_background and seg is not None:
+        small *= _breast_mask_in_crop(seg, cy0, cx0, ch, cw, rh, rw)
+        if settings.pad_value:
+            small[small == 0] = settings.pad_value
+    if flip:
+        small = small[:, ::-1]
+    out = np.full((H, W), settings.pad_value, dtype=np.float32)
+    out[pad_top : pad_top + rh, pad_left : pad_left + rw] = small
+    np.clip(out, 0.0, 1.0, out=out)
+    t3 = time.perf_counter()
+    timings["resize"] = t3 - t2
+
+    mask = None
+    les = lesions
+    try:
+        if isinstance(les, str) or (isinstance(les, list) and les and isinstance(les[0], dict)):
+            les = parse_lesions(les)
+        if les:
+            mask = rasterize_lesions(list(les), (H, W), transform=tf, base_dir=base_dir)
+    except Exception as e:  # noqa: BLE001 - a bad annotation never loses the image
+        reason = e.reason if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+        flags.append(f"lesions_unreadable: {reason}")
+        mask = None
+    timings["mask"] = time.perf_counter() - t3
+    return Preprocessed(out, mask, tf, flags, chest, timings)
+
+
+# ----------------------------------------------------------------------------------------
+# the cache files
+# ----------------------------------------------------------------------------------------
+def safe_name(image_id: str) -> str:
+    """A file-system-safe, collision-free file stem for an image id."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
+    return f"{stem}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+
+
+def array_relpath(image_id: str) -> str:
+    """Relative path of an image's array in the cache (sharded by a hash prefix)."""
+    shard = hashlib.sha1(image_id.encode()).hexdigest()[:2]
+    return f"{ARRAYS_DIR}/{shard}/{safe_name(image_id)}.npy"
+
+
+def mask_relpath(image_id: str) -> str:
+    return array_relpath(image_id)[: -len(".npy")] + ".mask.npy"
+
+
+def input_fingerprint(path: str | Path) -> str:
+    """Hash of the input file's absolute path, size and modification time ("missing" if absent)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    text = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def encode_image(img: np.ndarray, dtype: str) -> np.ndarray:
+    """Float [0, 1] image -> stored array (uint16 scaled by 65535, or float16)."""
+    if dtype == "uint16":
+        return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    return img.astype(np.float16)
+
+
+def decode_image(arr: np.ndarray) -> np.ndarray:
+    """Stored array -> float32 image in [0, 1]."""
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) * np.float32(1.0 / 65535.0)
+    return arr.astype(np.float32)
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_index_rows(path: Path) -> list[dict[str, str]]:
+    """Read index.csv rows, tolerating a last line cut by a kill (it is dropped)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header != INDEX_COLUMNS:
+        if header is None:
+            return []
+        raise MammolensError(f"{path}: not a mammolens cache index (unexpected columns)")
+    for rec in reader:
+        if len(rec) == len(INDEX_COLUMNS):
+            rows.append(dict(zip(INDEX_COLUMNS, rec, strict=True)))
+    return rows
+
+
+class _IndexWriter:
+    """Appends complete lines to index.csv (repairing a cut last line first)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists() and path.stat().st_size > 0:
+            with path.open("rb+") as fh:
+                data = fh.read()
+                if not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+            self.fh = path.open("a", newline="", encoding="utf-8")
+        else:
+            self.fh = path.open("w", newline="", encoding="utf-8")
+            csv.writer(self.fh).writerow(INDEX_COLUMNS)
+        self.writer = csv.writer(self.fh)
+        self._last_sync = time.monotonic()
+
+    def write(self, row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerow([row.get(c, "") for c in INDEX_COLUMNS])
+        self.fh.write(buf.getvalue())  # one write per complete line
+        self.fh.flush()
+        if time.monotonic() - self._last_sync > 2.0:
+            os.fsync(self.fh.fileno())
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self.fh.closed:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+
+
+def write_index(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite index.csv atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(INDEX_COLUMNS)
+    for r in rows:
+        w.writerow([r.get(c, "") for c in INDEX_COLUMNS])
+    _write_text_atomic(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------
+# the manifest
+# ----------------------------------------------------------------------------------------
+@dataclass
+class PreprocessResult:
+    """What :func:`preprocess_manifest` did. ``cache`` is the opened cache."""
+
+    cache: Any  # mammolens.data.cache.Cache
+    qc: QCTable
+    cache_dir: Path
+    qc_path: Path
+    processed: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    flagged: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cache": str(self.cache_dir),
+            "qc": str(self.qc_path),
+            "settings_key": self.cache.settings.key(),
+            "settings": self.cache.settings.model_dump(mode="json"),
+            "total": self.total,
+            "processed": self.processed,
+            "skipped": self.skipped,
+            "rejected": self.rejected,
+            "flagged": self.flagged,
+            "ok": self.total - self.rejected,
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "rejected_reasons": dict(self.qc.reasons("reject")),
+        }
+
+
+def _task_iter(manifest: Any, todo: list[int], cache_dir: Path, settings_json: str) -> Iterator[dict[str, Any]]:
+    cols = manifest.columns
+    for i in todo:
+        r = manifest.iloc[i]
+        yield {
+            "image_id": str(r["image_id"]),
+            "path": str(r["path"]),
+            "lesions": str(r["lesions"]) if "lesions" in cols else "",
+            "laterality": str(r["laterality"]) if "laterality" in cols else "",
+            "base_dir": str(Path(str(r["path"])).parent) if str(r["path"]) else "",
+            "cache_dir": str(cache_dir),
+            "settings": settings_json,
+        }
+
+
+_SETTINGS_CACHE: dict[str, PreprocessSettings] = {}
+
+
+def _worker_init() -> None:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _process_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Run in a worker: preprocess one manifest row, write its arrays, return its index row."""
+    t0 = time.perf_counter()
+    sj = task["settings"]
+    settings = _SETTINGS_CACHE.get(sj)
+    if settings is None:
+        settings = _SETTINGS_CACHE[sj] = PreprocessSettings.model_validate_json(sj)
+    image_id, path = task["image_id"], task["path"]
+    row: dict[str, Any] = {
+        "image_id": image_id,
+        "path": path,
+        "fingerprint": input_fingerprint(path) if path else "missing",
+        "key": settings.key(),
+        "file": "",
+        "mask_file": "",
+        "height": settings.size[0],
+        "width": settings.size[1],
+        "has_mask": 0,
+        "transform": "",
+        "flags": "",
+        "reason": "",
+        "status": "rejected",
+    }
+    timings: dict[str, float] = {}
+    try:
+        if not path:
+            raise InputError(None, "empty path in the manifest")
+        res = preprocess_image(
+            Path(path),
+            settings,
+            lesions=task["lesions"] or None,
+            laterality=task["laterality"],
+            base_dir=task["base_dir"] or None,
+        )
+        timings = dict(res.timings)
+        t_w = time.perf_counter()
+        cache_dir = Path(task["cache_dir"])
+        rel = array_relpath(image_id)
+        _save_npy_atomic(cache_dir / rel, encode_image(res.image, settings.dtype))
+        row["file"] = rel
+        if res.mask is not None:
+            mrel = mask_relpath(image_id)
+            _save_npy_atomic(cache_dir / mrel, res.mask)
+            row["mask_file"] = mrel
+            row["has_mask"] = 1
+        timings["write"] = time.perf_counter() - t_w
+        row.update(status="ok", transform=res.transform.to_json(), flags=";".join(f.replace(";", ",") for f in res.flags))
+    except InputError as e:
+        row["reason"] = e.reason
+    except MemoryError:
+        row["reason"] = "out of memory while decoding (image too large?)"
+    except Exception as e:  # noqa: BLE001 - a bad file never stops the run
+        row["reason"] = f"cannot preprocess: {type(e).__name__}: {e}"
+    row["seconds"] = f"{time.perf_counter() - t0:.4f}"
+    row["_timings"] = timings
+    return row
+
+
+def _is_fresh(row: dict[str, str] | None, fingerprint: str, key: str, cache_dir: Path) -> bool:
+    if row is None or row.get("key") != key or row.get("fingerprint") != fingerprint:
+        return False
+    if row.get("status") == "rejected":
+        return True
+    if row.get("status") != "ok" or not row.get("file") or not (cache_dir / row["file"]).exists():
+        return False
+    return not (row.get("mask_file") and not (cache_dir / row["mask_file"]).exists())
+
+
+def preprocess_manifest(
+    manifest: Any,
+    cache_dir: str | Path,
+    settings: PreprocessSettings | None = None,
+    *,
+    workers: int = 1,
+    progress: bool | Callable[[int, int], None] = True,
+    chunksize: int | None = None,
+    mp_context: str | None = None,
+) -> PreprocessResult:
+    """Preprocess every image of a manifest into a cache folder (parallel, resumable).
+
+    Parameters
+    ----------
+    manifest
+        A manifest DataFrame or the path of a manifest file (CSV / Parquet).
+    cache_dir
+        The cache folder (created). An existing cache with other settings is updated:
+        its images are reprocessed with the new settings.
+    settings
+        :class:`PreprocessSettings` (defaults when ``None``).
+    workers
+        Processes (1 = in this process).
+    progress
+        ``True``: a rich progress bar on stderr; a callable: called as
+        ``progress(done, total)`` after each image; ``False``: silent.
+    chunksize
+        Tasks per ``imap_unordered`` chunk (default: a few per worker and round).
+    mp_context
+        Multiprocessing start method (``"fork"``, ``"spawn"``, ``"forkserver"``;
+        default: the platform's).
+
+    Returns
+    -------
+    PreprocessResult
+        The opened cache, the QC table (written to ``CACHE/qc.csv``) and counts.
+    """
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    from mammolens.data.cache import open_cache
+    from mammolens.data.manifest import read_manifest
+
+    t_start = time.perf_counter()
+    settings = settings or PreprocessSettings()
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    if isinstance(manifest, str | Path):
+        manifest = read_manifest(manifest)
+    if not isinstance(manifest, pd.DataFrame):
+        raise TypeError("manifest must be a DataFrame or a manifest file path")
+    for c in ("image_id", "path"):
+        if c not in manifest.columns:
+            raise MammolensError(f"manifest lacks the {c!r} column")
+    manifest = manifest.reset_index(drop=True)
+    ids = manifest["image_id"].astype(str)
+    if ids.duplicated().any():
+        raise MammolensError(f"manifest has duplicate image_id(s): {sorted(set(ids[ids.duplicated()]))[:5]}")
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    index_path = cache_dir / INDEX_FILE
+    key = settings.key()
+    existing = {r["image_id"]: r for r in read_index_rows(index_path)}
+    settings_json = settings.model_dump_json()
+    _write_text_atomic(
+        cache_dir / SETTINGS_FILE,
+        json.dumps(
+            {"mammolens_cache": PREPROCESS_VERSION, "key": key, "settings": settings.model_dump(mode="json")},
+            indent=2,
+        )
+        + "\n",
+    )
+
+    todo: list[int] = []
+    for i, (iid, p) in enumerate(zip(ids, manifest["path"].astype(str), strict=True)):
+        fp = input_fingerprint(p) if p else "missing"
+        if not _is_fresh(existing.get(iid), fp, key, cache_dir):
+            todo.append(i)
+    total = len(manifest)
+    skipped = total - len(todo)
+    done = skipped
+    stage_seconds: dict[str, float] = {}
+
+    bar = None
+    callback: Callable[[int, int], None] | None = None
+    if progress is True:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        task_id = bar.add_task("preprocess", total=total, completed=done)
+
+        def callback(d: int, t: int) -> None:
+            bar.update(task_id, completed=d)
+    elif callable(progress):
+        callback = progress
+
+    writer = _IndexWriter(index_path)
+    tasks = _task_iter(manifest, todo, cache_dir, settings_json)
+    pool = None
+    try:
+        if bar is not None:
+            bar.start()
+        if callback:
+            callback(done, total)
+        if workers == 1 or len(todo) <= 1:
+            results: Iterator[dict[str, Any]] = (_process_task(t) for t in tasks)
+        else:
+            ctx = mp.get_context(mp_context) if mp_context else mp.get_context()
+            pool = ctx.Pool(min(workers, len(todo)), initializer=_worker_init)
+            cs = chunksize or max(1, min(16, len(todo) // (workers * 8)))
+            results = pool.imap_unordered(_process_task, tasks, chunksize=cs)
+        for row in results:
+            for k, v in row.pop("_timings", {}).items():
+                stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+            writer.write(row)
+            existing[row["image_id"]] = row
+            done += 1
+            if callback:
+                callback(done, total)
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        writer.close()
+        if bar is not None:
+            bar.stop()
+        # compact: one row per image, stale rows (other settings) dropped, manifest order first
+        order = {iid: i for i, iid in enumerate(ids)}
+        keep = [r for r in existing.values() if r.get("key") == key]
+        keep.sort(key=lambda r: (order.get(r["image_id"], len(order)), r["image_id"]))
+        write_index(index_path, keep)
+        qc = _qc_from_rows([r for r in keep if r["image_id"] in order])
+        qc.write_csv(cache_dir / QC_FILE)
+
+    cache = open_cache(cache_dir)
+    rejected = len({r.image_id for r in qc.rejected})
+    flagged = len({r.image_id for r in qc.flagged})
+    return PreprocessResult(
+        cache=cache,
+        qc=qc,
+        cache_dir=cache_dir,
+        qc_path=cache_dir / QC_FILE,
+        processed=len(todo),
+        skipped=skipped,
+        rejected=rejected,
+        flagged=flagged,
+        total=total,
+        seconds=time.perf_counter() - t_start,
+        stage_seconds=stage_seconds,
+    )
+
+
+def _qc_from_rows(rows: list[dict[str, Any]]) -> QCTable:
+    qc = QCTable()
+    for r in rows:
+        if r.get("status") == "rejected":
+            qc.add(QC_STAGE, r.get("path", ""), r.get("reason", "") or "rejected", image_id=r["image_id"])
+        elif r.get("flags"):
+            for f in str(r["flags"]).split(";"):
+                if f:
+                    qc.add(QC_STAGE, r.get("path", ""), f, severity="flag", image_id=r["image_id"])
+    return qc
