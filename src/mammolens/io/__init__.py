@@ -1,1 +1,29 @@
-"""Reading pixels and metadata (DICOM, PNG/PGM/TIFF) and writing DICOM results."""
+"""Reading pixels and metadata (DICOM, PNG/PGM/TIFF) and writing DICOM results.
+
+Public API::
+
+    from mammolens.io import read_image, read_dicom, read_dicom_metadata, LoadedImage
+"""
+
+from mammolens.io.dicom import (
+    canonical_manufacturer,
+    normalize_view,
+    parse_age,
+    read_dicom,
+    read_dicom_metadata,
+    validate_mammogram,
+)
+from mammolens.io.images import LoadedImage, read_image, read_mask_file, sniff_format
+
+__all__ = [
+    "LoadedImage",
+    "canonical_manufacturer",
+    "normalize_view",
+    "parse_age",
+    "read_dicom",
+    "read_dicom_metadata",
+    "read_image",
+    "read_mask_file",
+    "sniff_format",
+    "validate_mammogram",
+]

@@ -1,0 +1,671 @@
+"""Reading mammography DICOM: metadata without pixels, and display-ready pixels.
+
+The pixel pipeline follows DICOM PS3.3 / PS3.4 (grayscale standard display pipeline):
+
+1. decode the stored values (native or compressed transfer syntax through the installed
+   plugins: python-gdcm for JPEG Lossless, pylibjpeg-openjpeg for JPEG 2000, pyjpegls /
+   gdcm for JPEG-LS, pydicom / pylibjpeg-rle for RLE; no GPL codec),
+2. respect *Bits Stored* (mask the unused high bits of unsigned data, sign-extend signed
+   data),
+3. the **Modality LUT** (Rescale Slope / Intercept or the Modality LUT Sequence,
+   PS3.3 C.11.1),
+4. the **VOI LUT** (PS3.3 C.11.2): a VOI LUT Sequence item, or a Window Center / Width
+   pair with *VOI LUT Function* ``LINEAR`` (C.11.2.1.2.1), ``LINEAR_EXACT``
+   (C.11.2.1.3.2) or ``SIGMOID`` (C.11.2.1.3.1); several vendor windows can be present
+   and one is chosen by index (default: the first, the vendor's "normal" window),
+5. the **Presentation LUT**: ``MONOCHROME1`` images are inverted (whether or not
+   Presentation LUT Shape ``INVERSE`` is present); a ``MONOCHROME2`` image with
+   Presentation LUT Shape ``INVERSE`` is inverted too,
+
+so that the result is float32 in [0, 1] with dense tissue bright.
+
+References
+----------
+DICOM PS3.3 2024e, sections C.7.6.3 (Image Pixel), C.8.11.7 (Mammography Image),
+C.11.1 (Modality LUT), C.11.2 (VOI LUT), C.11.6 (Softcopy Presentation LUT).
+DICOM PS3.16 CID 4014 (View for Mammography) and CID 4015 (View Modifier for Mammography).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mammolens.errors import InputError
+
+__all__ = [
+    "MG_SOP_CLASSES",
+    "canonical_manufacturer",
+    "normalize_view",
+    "parse_age",
+    "read_dicom",
+    "read_dicom_metadata",
+    "validate_mammogram",
+]
+
+#: Digital Mammography X-Ray Image Storage (For Presentation / For Processing)
+MG_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "FOR PRESENTATION",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "FOR PROCESSING",
+}
+#: Breast Tomosynthesis / Breast Projection X-Ray images (not 2-D FFDM)
+_DBT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"}
+
+#: largest plausible matrix side (pixels); mammography detectors are < 6000
+MAX_SIDE = 12000
+MIN_SIDE = 16
+
+_MANUFACTURERS: list[tuple[str, str]] = [
+    # (regex on the lower-cased raw value, canonical name); order matters
+    (r"hologic|lorad", "Hologic"),
+    (r"siemens", "Siemens"),
+    (r"philips|sectra", "Philips"),
+    (r"fuji", "Fujifilm"),
+    (r"agfa", "Agfa"),
+    (r"konica|minolta", "Konica"),
+    (r"planmed", "Planmed"),
+    (r"\bims\b|giotto|i\.m\.s", "IMS"),
+    (r"carestream|kodak", "Carestream"),
+    (r"canon|toshiba", "Canon"),
+    (r"metaltronica", "Metaltronica"),
+    (r"varian", "Varian"),
+    (r"general electric|\bge\b|ge healthcare|ge medical|gems|senographe", "GE"),
+]
+
+# CID 4014 View for Mammography: SNOMED-CT (SCT) and legacy SNOMED-RT (SRT) codes
+_VIEW_CODES: dict[str, str] = {
+    "399162004": "CC", "R-10242": "CC",
+    "399368009": "MLO", "R-10226": "MLO",
+    "399260004": "ML", "R-10224": "ML",
+    "399352003": "LM", "R-10228": "LM",
+    "399099002": "LMO", "R-10230": "LMO",
+    "399196006": "FB", "R-10244": "FB",
+    "399192008": "XCCL", "R-1024A": "XCCL",
+    "399101009": "XCCM", "R-1024B": "XCCM",
+    "399188001": "SIO", "R-102CF": "SIO",
+    "441555000": "ISO", "R-40AAA": "ISO",
+    "127457009": "SPECIMEN",
+}
+# CID 4015 View Modifier for Mammography (SCT codes) -> flag
+_MODIFIER_CODES: dict[str, str] = {
+    "399163009": "magnification",
+    "399055006": "spot",
+    "399209000": "implant",
+    "399161006": "cleavage",
+    "399011000": "axillary_tail",
+    "442580003": "axillary_tissue",
+    "399110001": "tangential",
+    "441752004": "anterior_compression",
+    "442593008": "infra_mammary_fold",
+    "442581004": "nipple_in_profile",
+    "414493004": "rolled", "399197002": "rolled", "399226006": "rolled", "415670009": "rolled",
+}
+_VIEW_ALIASES: dict[str, str] = {
+    "CC": "CC", "CRANIOCAUDAL": "CC", "CRANIO-CAUDAL": "CC", "CRANIO CAUDAL": "CC",
+    "MLO": "MLO", "MEDIOLATERAL OBLIQUE": "MLO", "MEDIO-LATERAL OBLIQUE": "MLO", "OBLIQUE": "MLO",
+    "ML": "ML", "MEDIOLATERAL": "ML", "MEDIO-LATERAL": "ML", "MEDIAL-LATERAL": "ML", "LATERAL": "ML",
+    "LM": "LM", "LATEROMEDIAL": "LM", "LATERO-MEDIAL": "LM",
+    "LMO": "LMO", "XCCL": "XCCL", "XCCM": "XCCM", "XCC": "XCCL", "FB": "FB", "SIO": "SIO", "ISO": "ISO",
+    "AT": "AT", "CV": "CV", "SPECIMEN": "SPECIMEN",
+}
+STANDARD_VIEWS = {"CC", "MLO"}
+
+SUPPORTED_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def canonical_manufacturer(raw: str | None) -> str:
+    """Map a free-text *Manufacturer* (0008,0070) to a canonical vendor name.
+
+    ``"HOLOGIC, Inc."`` -> ``"Hologic"``, ``"GE MEDICAL SYSTEMS"`` -> ``"GE"``,
+    ``"SIEMENS"`` -> ``"Siemens"``, ``"FUJIFILM Corporation"`` -> ``"Fujifilm"``...
+    Unknown vendors are returned stripped (first letter upper-case); empty stays empty.
+    """
+    if raw is None:
+        return ""
+    text = " ".join(str(raw).split())
+    if not text:
+        return ""
+    low = text.lower()
+    for pattern, name in _MANUFACTURERS:
+        if re.search(pattern, low):
+            return name
+    return text[0].upper() + text[1:]
+
+
+def normalize_view(value: str | None) -> str:
+    """Normalise a *View Position* or free-text view to ``CC``, ``MLO``, ``ML``, ``LM``...
+
+    Unknown non-empty values are returned upper-cased; empty stays empty.
+    """
+    if value is None:
+        return ""
+    v = " ".join(str(value).upper().replace("_", " ").split())
+    if not v:
+        return ""
+    if v in _VIEW_ALIASES:
+        return _VIEW_ALIASES[v]
+    # laterality-prefixed forms: "LCC", "R MLO", "L-CC"
+    m = re.fullmatch(r"[LR][ \-]?(CC|MLO|ML|LM|XCCL|XCCM|LMO|FB)", v)
+    if m:
+        return m.group(1)
+    return v
+
+
+def parse_age(patient_age: str | None, birth_date: str | None = None, ref_date: str | None = None) -> float:
+    """Age in years from *Patient's Age* (``'056Y'``, ``'006M'``, ``'010W'``, ``'100D'``),
+    else from *Patient's Birth Date* and a reference date (YYYYMMDD); NaN if unknown.
+    """
+    if patient_age:
+        s = str(patient_age).strip().upper()
+        m = re.fullmatch(r"(\d{1,3})\s*([YMWD]?)", s)
+        if m:
+            n = float(m.group(1))
+            unit = m.group(2) or "Y"
+            years = {"Y": n, "M": n / 12.0, "W": n * 7 / 365.25, "D": n / 365.25}[unit]
+            if 0 <= years <= 130:
+                return years
+    b, r = _parse_da(birth_date), _parse_da(ref_date)
+    if b is not None and r is not None and r >= b:
+        years = r.year - b.year - ((r.month, r.day) < (b.month, b.day))
+        if 0 <= years <= 130:
+            return float(years)
+    return math.nan
+
+
+def _parse_da(value: str | None) -> date | None:
+    if not value:
+        return None
+    s = str(value).strip().replace(".", "").replace("-", "")
+    if not re.fullmatch(r"\d{8}", s):
+        return None
+    try:
+        return date(int(s[:4]), int(s[4:6]), int(s[6:8]))
+    except ValueError:
+        return None
+
+
+def _str(ds: Any, keyword: str) -> str:
+    v = ds.get(keyword, None)
+    if v is None:
+        return ""
+    if hasattr(v, "value"):  # DataElement
+        v = v.value
+    if v is None:
+        return ""
+    if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue":
+        v = "\\".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def _int(ds: Any, keyword: str) -> int | None:
+    v = ds.get(keyword, None)
+    try:
+        return None if v in (None, "") else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _codes(seq: Any) -> list[tuple[str, str]]:
+    """(code value, meaning) pairs of a code sequence (empty when absent)."""
+    out: list[tuple[str, str]] = []
+    for item in seq or []:
+        val = str(item.get("CodeValue", "") or item.get("LongCodeValue", "") or "").strip()
+        out.append((val, str(item.get("CodeMeaning", "") or "").strip()))
+    return out
+
+
+def _laterality_hint(text: str) -> str:
+    t = text.upper()
+    if re.search(r"\b(LEFT|LINKS|GAUCHE|IZQUIERD)", t) or re.search(r"(^|[^A-Z])L[ _\-]?(CC|MLO|ML|LM|XCCL|XCCM)\b", t):
+        return "L"
+    if re.search(r"\b(RIGHT|RECHTS|DROIT|DERECH)", t) or re.search(r"(^|[^A-Z])R[ _\-]?(CC|MLO|ML|LM|XCCL|XCCM)\b", t):
+        return "R"
+    return ""
+
+
+def _view_hint(text: str) -> str:
+    t = text.upper()
+    for pat, view in ((r"XCCL", "XCCL"), (r"XCCM", "XCCM"), (r"MLO|OBLIQUE", "MLO"), (r"(^|[^A-Z])[LR]?CC\b|CRANIO", "CC"),
+                      (r"(^|[^A-Z])[LR]?ML\b", "ML"), (r"(^|[^A-Z])[LR]?LM\b", "LM")):
+        if re.search(pat, t):
+            return view
+    return ""
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _read_header(path: str | Path, *, stop_before_pixels: bool = True):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if p.is_dir():
+        raise InputError(p, "is a directory, not a DICOM file")
+    if p.stat().st_size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+            except InvalidDicomError:
+                # no 128-byte preamble + 'DICM': accept only raw datasets that look like images
+                ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
+                if "SOPClassUID" not in ds and "Rows" not in ds:
+                    raise InputError(p, "not a DICOM file (no DICM preamble and no DICOM image tags)") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parser failure is a bad file
+        raise InputError(p, f"not a readable DICOM file (truncated or corrupt header: {type(e).__name__}: {e})") from None
+    return ds
+
+
+def read_dicom_metadata(path: str | Path, *, dataset: Any = None) -> dict[str, Any]:
+    """Read the metadata of a mammogram without decoding pixels.
+
+    Parameters
+    ----------
+    path
+        The DICOM file.
+    dataset
+        An already-read :class:`pydicom.Dataset` for ``path`` (avoids a second read).
+
+    Returns
+    -------
+    dict
+        ``patient_id, study_id, sop_instance_uid, series_instance_uid, sop_class_uid,
+        laterality ('L'|'R'|''), view ('CC', 'MLO', ... or ''), view_modifiers (list),
+        manufacturer (canonical), manufacturer_raw, manufacturer_model, age (float, NaN
+        if unknown), modality, presentation_intent, photometric, rows, columns,
+        bits_allocated, bits_stored, pixel_representation, number_of_frames,
+        transfer_syntax, has_pixel_data, pixel_spacing (mm or NaN), flags (list[str])``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, empty, not DICOM, or its header is corrupt.
+    """
+    ds = dataset if dataset is not None else _read_header(path)
+    try:
+        meta = _metadata_from_dataset(ds)
+        if dataset is None and not meta["has_pixel_data"]:
+            # stop_before_pixels leaves PixelData out: look for its tag in the file instead
+            meta["has_pixel_data"] = _file_has_pixel_data(path)
+        return meta
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"cannot parse DICOM header ({type(e).__name__}: {e})") from None
+
+
+def _file_has_pixel_data(path: str | Path) -> bool:
+    """Whether the (7FE0,0010) Pixel Data tag occurs in the file (little or big endian)."""
+    import mmap
+
+    try:
+        with Path(path).open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"\xe0\x7f\x10\x00") >= 0 or mm.find(b"\x7f\xe0\x00\x10") >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def _metadata_from_dataset(ds: Any) -> dict[str, Any]:
+    fm = getattr(ds, "file_meta", None)
+    ts = str(fm.get("TransferSyntaxUID", "")) if fm is not None else ""
+    sop_class = _str(ds, "SOPClassUID") or (_str(fm, "MediaStorageSOPClassUID") if fm is not None else "")
+
+    view_codes = _codes(ds.get("ViewCodeSequence"))
+    modifiers: list[str] = []
+    for item in ds.get("ViewCodeSequence") or []:
+        for val, meaning in _codes(item.get("ViewModifierCodeSequence")):
+            modifiers.append(_MODIFIER_CODES.get(val) or meaning.lower().replace(" ", "_").replace("-", "_"))
+
+    desc = " ".join(x for x in (_str(ds, "SeriesDescription"), _str(ds, "ProtocolName"), _str(ds, "AcquisitionDeviceProcessingDescription")) if x)
+
+    # laterality: ImageLaterality, Laterality, FrameLaterality (enhanced), then hints
+    lat = _str(ds, "ImageLaterality").upper() or _str(ds, "Laterality").upper()
+    if lat not in ("L", "R"):
+        for grp in (ds.get("SharedFunctionalGroupsSequence") or []):
+            for fa in grp.get("FrameAnatomySequence") or []:
+                lat = str(fa.get("FrameLaterality", "") or "").upper()
+    if lat not in ("L", "R"):
+        lat = ""
+        for _, meaning in view_codes:
+            lat = lat or _laterality_hint(meaning)
+        lat = lat or _laterality_hint(desc)
+    # view: ViewPosition, ViewCodeSequence, then hints
+    view = normalize_view(_str(ds, "ViewPosition"))
+    if view in ("", "UNKNOWN") or view not in _VIEW_ALIASES.values():
+        coded = ""
+        for val, meaning in view_codes:
+            coded = _VIEW_CODES.get(val) or normalize_view(meaning) if not coded else coded
+        if coded and coded in _VIEW_ALIASES.values():
+            view = coded
+        elif not view:
+            view = _view_hint(desc)
+    if view == "UNKNOWN":
+        view = ""
+
+    raw_manu = _str(ds, "Manufacturer")
+    intent = _str(ds, "PresentationIntentType").upper() or MG_SOP_CLASSES.get(sop_class, "")
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    try:
+        px = float(spacing[0]) if spacing else math.nan
+    except (TypeError, ValueError, IndexError):
+        px = math.nan
+
+    age = parse_age(_str(ds, "PatientAge"), _str(ds, "PatientBirthDate"),
+                    _str(ds, "StudyDate") or _str(ds, "AcquisitionDate") or _str(ds, "ContentDate") or _str(ds, "SeriesDate"))
+
+    flags: list[str] = []
+    if intent == "FOR PROCESSING":
+        flags.append("for_processing")
+    if _str(ds, "BreastImplantPresent").upper() == "YES" or "implant" in modifiers or view == "ID":
+        flags.append("implant")
+    hint = desc.upper()
+    if "spot" in modifiers or re.search(r"\bSPOT\b", hint):
+        flags.append("spot")
+    mag = ds.get("EstimatedRadiographicMagnificationFactor", None)
+    try:
+        mag_f = float(mag) if mag not in (None, "") else 1.0
+    except (TypeError, ValueError):
+        mag_f = 1.0
+    if "magnification" in modifiers or re.search(r"\bMAG(NIF)?", hint) or mag_f >= 1.4:
+        flags.append("magnification")
+    if view and view not in STANDARD_VIEWS:
+        flags.append("non_standard_view")
+    if not view:
+        flags.append("unknown_view")
+    if not lat:
+        flags.append("unknown_laterality")
+    if view == "SPECIMEN" or sop_class == "1.2.840.10008.5.1.4.1.1.1.2" and "SPECIMEN" in hint:
+        flags.append("specimen")
+    if (_int(ds, "NumberOfFrames") or 1) > 1:
+        flags.append("multi_frame")
+    if sop_class in _DBT_SOP_CLASSES:
+        flags.append("tomosynthesis")
+    if _str(ds, "BurnedInAnnotation").upper() == "YES":
+        flags.append("burned_in_annotation")
+    if _str(ds, "LossyImageCompression") == "01":
+        flags.append("lossy")
+    flags.extend(f"modifier_{m}" for m in modifiers if m not in ("implant", "spot", "magnification"))
+
+    return {
+        "patient_id": _str(ds, "PatientID"),
+        "study_id": _str(ds, "StudyInstanceUID"),
+        "sop_instance_uid": _str(ds, "SOPInstanceUID"),
+        "series_instance_uid": _str(ds, "SeriesInstanceUID"),
+        "sop_class_uid": sop_class,
+        "laterality": lat,
+        "view": view,
+        "view_modifiers": modifiers,
+        "manufacturer": canonical_manufacturer(raw_manu),
+        "manufacturer_raw": raw_manu,
+        "manufacturer_model": _str(ds, "ManufacturerModelName"),
+        "age": age,
+        "modality": _str(ds, "Modality").upper(),
+        "presentation_intent": intent,
+        "photometric": _str(ds, "PhotometricInterpretation").upper(),
+        "rows": rows if rows is not None else 0,
+        "columns": cols if cols is not None else 0,
+        "bits_allocated": _int(ds, "BitsAllocated") or 0,
+        "bits_stored": _int(ds, "BitsStored") or _int(ds, "BitsAllocated") or 0,
+        "pixel_representation": _int(ds, "PixelRepresentation") or 0,
+        "number_of_frames": _int(ds, "NumberOfFrames") or 1,
+        "transfer_syntax": ts,
+        "has_pixel_data": any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")),
+        "pixel_spacing": px,
+        "flags": list(dict.fromkeys(flags)),
+    }
+
+
+def validate_mammogram(meta: dict[str, Any], path: str | Path | None = None, *, require_pixels: bool = True) -> list[str]:
+    """Reject what cannot be a 2-D mammogram; return the QC flags of the rest.
+
+    Raises
+    ------
+    InputError
+        Modality other than ``MG`` (e.g. a CT or MR slice), missing pixel data, zero or
+        absurd dimensions, unsupported photometric interpretation (colour), bit depth
+        outside 1-16, tomosynthesis / multi-frame objects.
+    """
+    modality = meta.get("modality", "")
+    sop = meta.get("sop_class_uid", "")
+    if modality != "MG" and sop not in MG_SOP_CLASSES:
+        raise InputError(path, f"not a mammogram: Modality is {modality or 'missing'!r} (expected 'MG')")
+    if sop in _DBT_SOP_CLASSES or "tomosynthesis" in meta.get("flags", []):
+        raise InputError(path, "breast tomosynthesis object: only 2-D mammograms are supported")
+    if require_pixels and not meta.get("has_pixel_data", False):
+        raise InputError(path, "missing pixel data (no PixelData element)")
+    rows, cols = int(meta.get("rows") or 0), int(meta.get("columns") or 0)
+    if rows <= 0 or cols <= 0:
+        raise InputError(path, f"zero image dimensions (Rows={rows}, Columns={cols})")
+    if rows < MIN_SIDE or cols < MIN_SIDE or rows > MAX_SIDE or cols > MAX_SIDE:
+        raise InputError(path, f"implausible image dimensions for a mammogram (Rows={rows}, Columns={cols})")
+    photometric = meta.get("photometric", "")
+    if photometric not in SUPPORTED_PHOTOMETRIC:
+        raise InputError(path, f"unsupported photometric interpretation {photometric or 'missing'!r} (expected MONOCHROME1 or MONOCHROME2)")
+    bits = int(meta.get("bits_stored") or 0)
+    if not 1 <= bits <= 16:
+        raise InputError(path, f"unsupported Bits Stored {bits} (expected 1-16)")
+    if int(meta.get("number_of_frames") or 1) > 1:
+        raise InputError(path, f"multi-frame object ({meta.get('number_of_frames')} frames): only single 2-D images are supported")
+    return list(meta.get("flags", []))
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _decode(ds: Any, path: str | Path) -> np.ndarray:
+    from pydicom.uid import UID
+
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
+    ts_name = f"{ts.name} ({ts})" if ts and ts.is_valid else (str(ts) or "missing")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+    except NotImplementedError as e:
+        raise InputError(path, f"unsupported transfer syntax {ts_name}: no decoder ({e})".split("\n")[0]) from None
+    except RuntimeError as e:
+        msg = str(e).split("\n")[0]
+        if "plugin" in msg.lower() or "decod" in msg.lower() and "no " in msg.lower():
+            raise InputError(path, f"unsupported transfer syntax {ts_name}: no installed decoder can read it") from None
+        raise InputError(path, f"cannot decode pixel data ({ts_name}): {msg}") from None
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt, inconsistent
+        msg = str(e).split("\n")[0]
+        raise InputError(path, f"truncated or corrupt pixel data ({ts_name}): {type(e).__name__}: {msg}") from None
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise InputError(path, f"expected one 2-D grayscale frame, decoded array has shape {arr.shape}")
+    return arr
+
+
+def _mask_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Keep the low ``bits_stored`` bits (PS3.5 8.1.1); sign-extend signed data."""
+    if bits_stored <= 0 or bits_stored >= arr.dtype.itemsize * 8:
+        return arr
+    if signed:
+        u = arr.astype(np.int64) & ((1 << bits_stored) - 1)
+        sign = 1 << (bits_stored - 1)
+        return ((u ^ sign) - sign).astype(np.int32)
+    return (arr.astype(np.uint32) & ((1 << bits_stored) - 1)).astype(arr.dtype if arr.dtype.kind == "u" else np.uint32)
+
+
+def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Map values to [0, 1] with a DICOM window (PS3.3 C.11.2.1.2.1, C.11.2.1.3)."""
+    function = (function or "LINEAR").upper()
+    if function == "SIGMOID":
+        if width <= 0:
+            raise ValueError("SIGMOID window width must be > 0")
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ValueError("LINEAR_EXACT window width must be > 0")
+        y = (x - (center - width / 2.0)) / width
+    else:  # LINEAR
+        if width < 1:
+            raise ValueError("LINEAR window width must be >= 1")
+        y = (x - (center - 0.5)) / (width - 1.0) + 0.5
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def _multi(v: Any) -> list[float]:
+    if v is None or v == "":
+        return []
+    if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue":
+        return [float(x) for x in v]
+    return [float(v)]
+
+
+def _lut_bits(item: Any) -> int:
+    desc = item.get("LUTDescriptor")
+    try:
+        return int(desc[2])
+    except (TypeError, IndexError, ValueError):
+        return 16
+
+
+def read_dicom(
+    path: str | Path,
+    *,
+    voi: Literal["auto", "none"] | int | str = "auto",
+    prefer_lut: bool = True,
+    validate: bool = True,
+) -> Any:
+    """Read a mammogram and return display-ready pixels.
+
+    Parameters
+    ----------
+    path
+        A DICOM file.
+    voi
+        ``"auto"`` (default): the VOI LUT Sequence if present (and ``prefer_lut``), else the
+        first window (Window Center / Width with the VOI LUT Function), else the min-max
+        range of the modality values. An ``int``: that window (or VOI LUT Sequence item
+        when no windows exist), 0-based. ``"none"``: no VOI; modality values are scaled
+        by the full range of *Bits Stored* (or their min-max when a rescale is present).
+    prefer_lut
+        In ``"auto"`` mode, use a VOI LUT Sequence before windows when both exist.
+    validate
+        Reject non-mammograms (see :func:`validate_mammogram`).
+
+    Returns
+    -------
+    LoadedImage
+        ``pixels`` float32 (rows, columns) in [0, 1], dense tissue bright; ``meta`` the
+        dict of :func:`read_dicom_metadata` plus ``voi_applied`` (a description) and
+        ``height``, ``width``, ``bits``.
+
+    Raises
+    ------
+    InputError
+        For any unreadable, truncated or unsupported file (named, with the reason).
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    from mammolens.io.images import LoadedImage
+
+    ds = _read_header(path, stop_before_pixels=False)
+    meta = read_dicom_metadata(path, dataset=ds)
+    if validate:
+        validate_mammogram(meta, path)
+    else:
+        if not meta["has_pixel_data"]:
+            raise InputError(path, "missing pixel data (no PixelData element)")
+        if meta["photometric"] not in SUPPORTED_PHOTOMETRIC:
+            raise InputError(path, f"unsupported photometric interpretation {meta['photometric'] or 'missing'!r}")
+    raw = _decode(ds, path)
+    signed = meta["pixel_representation"] == 1
+    raw = _mask_bits(raw, meta["bits_stored"], signed)
+
+    try:
+        has_modality = "ModalityLUTSequence" in ds or ("RescaleSlope" in ds or "RescaleIntercept" in ds)
+        if has_modality:
+            values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+        else:
+            values = raw.astype(np.float64)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"invalid Modality LUT / rescale ({type(e).__name__}: {e})") from None
+
+    centers = _multi(ds.get("WindowCenter"))
+    widths = _multi(ds.get("WindowWidth"))
+    n_win = min(len(centers), len(widths))
+    luts = list(ds.get("VOILUTSequence") or [])
+    function = _str(ds, "VOILUTFunction").upper() or "LINEAR"
+
+    def full_range() -> np.ndarray:
+        bits = meta["bits_stored"] or 16
+        if has_modality:
+            lo, hi = float(values.min()), float(values.max())
+        elif signed:
+            lo, hi = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+        else:
+            lo, hi = 0.0, 2.0**bits - 1
+        return np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
+
+    def use_lut(i: int) -> np.ndarray:
+        item = luts[i]
+        out = np.asarray(apply_voi(np.rint(values).astype(np.int64), ds, index=i), dtype=np.float64)
+        data = item.get("LUTData", None)
+        if isinstance(data, bytes):
+            data = np.frombuffer(data, dtype="<u2" if _lut_bits(item) > 8 else np.uint8)
+        top = max(2.0 ** _lut_bits(item) - 1, float(np.max(np.asarray(data, dtype=np.float64))) if data is not None and len(data) else 1.0)
+        return np.clip(out / max(top, 1.0), 0, 1).astype(np.float32)
+
+    def use_window(i: int) -> np.ndarray:
+        return _window(values, centers[i], widths[i], function)
+
+    try:
+        if voi == "none":
+            pixels, applied = full_range(), "none (bit-depth range)"
+        elif isinstance(voi, int | np.integer) and not isinstance(voi, bool):
+            i = int(voi)
+            if n_win:
+                if not 0 <= i < n_win:
+                    raise InputError(path, f"window index {i} out of range: the file has {n_win} window(s)")
+                pixels, applied = use_window(i), f"window {i} (C={centers[i]:g}, W={widths[i]:g}, {function})"
+            elif luts:
+                if not 0 <= i < len(luts):
+                    raise InputError(path, f"VOI LUT index {i} out of range: the file has {len(luts)} VOI LUT(s)")
+                pixels, applied = use_lut(i), f"VOI LUT {i}"
+            else:
+                raise InputError(path, f"window index {i} requested but the file has no window or VOI LUT")
+        elif voi == "auto":
+            if luts and (prefer_lut or not n_win):
+                pixels, applied = use_lut(0), "VOI LUT 0"
+            elif n_win:
+                pixels, applied = use_window(0), f"window 0 (C={centers[0]:g}, W={widths[0]:g}, {function})"
+            else:
+                lo, hi = float(values.min()), float(values.max())
+                pixels = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
+                applied = "min-max (no VOI in file)"
+        else:
+            raise ValueError(f"voi must be 'auto', 'none' or a window index, got {voi!r}")
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(path, f"invalid VOI (window / VOI LUT): {e}") from None
+
+    shape = _str(ds, "PresentationLUTShape").upper()
+    photometric = meta["photometric"]
+    if photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and shape == "INVERSE"):
+        pixels = 1.0 - pixels
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    meta = dict(meta)
+    meta.update(height=int(pixels.shape[0]), width=int(pixels.shape[1]), bits=int(meta["bits_stored"]),
+                voi_applied=applied, format="dicom", inverted=bool(photometric == "MONOCHROME1" or shape == "INVERSE"))
+    return LoadedImage(pixels=pixels, meta=meta)
