@@ -1,0 +1,227 @@
+"""Helpers shared by the dataset adapters: tolerant CSV reading, rows, value mappings.
+
+Every adapter turns one source layout into manifest rows (dicts) and records every bad
+input as a :class:`mammolens.qc.QCTable` row instead of raising. These helpers keep the
+conventions identical across adapters:
+
+* CSV lines with the wrong number of fields become QC rows naming the file and the
+  physical line number; the good lines continue;
+* the QC ``reason`` starts with a short category (``"malformed line"``, ``"file missing"``,
+  ...) followed by ``": "`` and the detail, so :meth:`QCTable.reasons` groups them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mammolens.errors import InputError
+from mammolens.qc import QCTable
+
+T = TypeVar("T")
+
+#: ``track(iterable, total, description)`` -> iterable; used to show progress.
+Track = Callable[[Iterable[T], int | None, str], Iterable[T]]
+
+STAGE = "ingest"
+
+#: BI-RADS density given as a number (ACR 1-4, CBIS-DDSM 1-4) -> common A-D scale
+DENSITY_FROM_NUMBER = {"1": "A", "2": "B", "3": "C", "4": "D"}
+
+
+def no_progress(items: Iterable[T], total: int | None = None, description: str = "") -> Iterable[T]:
+    """The default ``track``: iterate without showing anything."""
+    return items
+
+
+def new_row(**values: Any) -> dict[str, Any]:
+    """A manifest row with every required column present (empty = unknown)."""
+    row: dict[str, Any] = {
+        "image_id": "",
+        "patient_id": "",
+        "study_id": "",
+        "path": "",
+        "laterality": "",
+        "view": "",
+        "manufacturer": "",
+        "age": float("nan"),
+        "density": "",
+        "label": None,
+        "lesions": "",
+        "split": "",
+        "flags": "",
+    }
+    row.update(values)
+    return row
+
+
+def add_flag(row: dict[str, Any], flag: str) -> None:
+    """Append ``flag`` to the row's ``;``-separated ``flags`` (no duplicates)."""
+    have = [f for f in str(row.get("flags", "") or "").split(";") if f]
+    if flag not in have:
+        have.append(flag)
+    row["flags"] = ";".join(have)
+
+
+def density_from_number(value: str) -> str:
+    """``"1"``-``"4"`` (also ``"3.0"``) -> ``"A"``-``"D"``; anything else -> ``""``."""
+    v = str(value).strip()
+    if v.endswith(".0"):
+        v = v[:-2]
+    return DENSITY_FROM_NUMBER.get(v, "")
+
+
+def density_from_letter(value: str) -> str:
+    """``"A"``, ``"density b"``, ``"DENSITY C"`` -> ``"A"``-``"D"``; else ``""``."""
+    m = re.fullmatch(r"(?:density\s*)?([abcd])", str(value).strip(), flags=re.IGNORECASE)
+    return m.group(1).upper() if m else ""
+
+
+def laterality_code(value: str) -> str:
+    """``L``/``LEFT``/``R``/``RIGHT`` (any case) -> ``L``/``R``; else ``""``."""
+    v = str(value).strip().upper()
+    return {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}.get(v, "")
+
+
+def parse_age(value: str) -> float:
+    """Ages as ``"53"``, ``"53.0"`` or the DICOM form ``"053Y"`` -> float (NaN if unknown)."""
+    v = str(value).strip().upper()
+    m = re.fullmatch(r"0*(\d+(?:\.\d+)?)\s*Y?", v)
+    if not m:
+        return float("nan")
+    age = float(m.group(1))
+    return age if 0 <= age <= 130 else float("nan")
+
+
+def birads_value(value: str) -> str:
+    """Normalise a BI-RADS category: ``"BI-RADS 4"``, ``"4.0"``, ``"4C"`` -> ``"4"``, ``"4c"``."""
+    v = str(value).strip().lower().replace("bi-rads", "").replace("birads", "").strip()
+    if v.endswith(".0"):
+        v = v[:-2]
+    return v
+
+
+def parse_birads_set(value: str | Iterable[str]) -> frozenset[str]:
+    """``"4,5"`` or ``["4c", "5"]`` -> normalised set of BI-RADS categories."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = frozenset(birads_value(v) for v in items if str(v).strip())
+    if not out:
+        raise ValueError("the set of malignant BI-RADS categories is empty")
+    return out
+
+
+def read_csv_rows(
+    path: Path,
+    qc: QCTable,
+    *,
+    required: Iterable[str] = (),
+    delimiter: str | None = None,
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Read a CSV file tolerantly: ``(header, [(line_number, row_dict), ...])``.
+
+    Header names and values are stripped of whitespace (and a UTF-8 BOM). Lines whose
+    field count differs from the header's become QC rejections naming ``path`` and the
+    line number; blank lines are skipped. ``delimiter=None`` picks ``,``, ``;`` or tab
+    from the header line.
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read or lacks a ``required`` column.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise InputError(path, f"cannot read ({e.strerror or e})") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InputError(path, "empty file (no header line)")
+    if delimiter is None:
+        head = lines[0]
+        delimiter = max((",", ";", "\t"), key=head.count)
+    reader = csv.reader(_numbered(lines), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except csv.Error as e:
+        raise InputError(path, f"unreadable header ({e})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(repr(c) for c in missing)} (has: {', '.join(header)})")
+    rows: list[tuple[int, dict[str, str]]] = []
+    start = 2
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            qc.add(STAGE, path, f"malformed line: line {reader.line_num}: {e}")
+            start = reader.line_num + 1
+            continue
+        line_no, start = start, reader.line_num + 1
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            qc.add(STAGE, path, f"malformed line: line {line_no}: expected {len(header)} fields, got {len(fields)}")
+            continue
+        rows.append((line_no, {h: f.strip() for h, f in zip(header, fields, strict=True)}))
+    return header, rows
+
+
+def _numbered(lines: list[str]) -> Iterator[str]:
+    yield from lines
+
+
+def read_dicom_header(path: Path, qc: QCTable, *, image_id: str = "", where: str = "") -> dict[str, Any] | None:
+    """``mammolens.io.dicom.read_dicom_metadata`` or ``None`` with a QC rejection."""
+    from mammolens.io.dicom import read_dicom_metadata
+
+    try:
+        return read_dicom_metadata(path)
+    except InputError as e:
+        qc.add(STAGE, path, f"unreadable DICOM: {e.reason}{where}", image_id=image_id)
+    except Exception as e:  # noqa: BLE001 - a bad file must never stop the good ones
+        qc.add(STAGE, path, f"unreadable DICOM: {type(e).__name__}: {e}{where}", image_id=image_id)
+    return None
+
+
+def apply_header(row: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Fill manufacturer, model, size, SOP UID and flags from DICOM metadata."""
+    for key, col in (
+        ("manufacturer", "manufacturer"),
+        ("manufacturer_model", "manufacturer_model"),
+        ("sop_instance_uid", "sop_instance_uid"),
+    ):
+        v = meta.get(key)
+        if v and not row.get(col):
+            row[col] = str(v)
+    if meta.get("rows"):
+        row["height"] = int(meta["rows"])
+    if meta.get("columns"):
+        row["width"] = int(meta["columns"])
+    age = meta.get("age")
+    if age is not None and not _is_number(row.get("age")):
+        try:
+            row["age"] = float(age)
+        except (TypeError, ValueError):
+            pass
+    for f in meta.get("flags") or []:
+        add_flag(row, str(f))
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f
+
+
+def flag_rows(rows: list[dict[str, Any]], qc: QCTable) -> None:
+    """One QC ``flag`` row per image that carries flags."""
+    for r in rows:
+        if r.get("flags"):
+            qc.add(STAGE, r.get("path", ""), f"{r['flags']}: image used, with QC flag(s)", severity="flag", image_id=r.get("image_id", ""))

@@ -1,0 +1,220 @@
+"""Turn a dataset (DICOM folder or a public dataset's layout) into a manifest.
+
+``ingest(format, source, out, **options)`` runs the format's adapter
+(:mod:`mammolens.data.adapters`), checks the rows, writes the manifest (CSV or Parquet
+by ``out``'s suffix, validated by :func:`mammolens.data.manifest.write_manifest`) and the
+QC table ``<out stem>_qc.csv`` beside it, and returns an :class:`IngestResult`.
+
+Bad inputs (corrupt files, missing files, malformed lines) become QC rejections and
+never stop the good ones. Roll-ups of the image labels per breast and per exam:
+:func:`breast_labels`, :func:`exam_labels`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammolens.data.adapters import get_adapter
+from mammolens.data.adapters._common import STAGE, Track, no_progress
+from mammolens.data.manifest import (
+    BREAST_KEY,
+    EXAM_KEY,
+    empty_manifest,
+    normalize_manifest,
+    write_manifest,
+)
+from mammolens.errors import ConfigError, ManifestError
+from mammolens.qc import QCTable
+
+_OUTCOME_RANK = {"normal": 0, "benign": 1, "malignant": 2}
+
+
+@dataclass
+class IngestResult:
+    """What :func:`ingest` produced."""
+
+    manifest: pd.DataFrame
+    qc: QCTable
+    manifest_path: Path
+    qc_path: Path
+    format: str = ""
+    source: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for people and ``--json``: images, patients, exams, outcomes, QC."""
+        return summarize(self.manifest, self.qc) | {
+            "format": self.format,
+            "source": self.source,
+            "manifest": str(self.manifest_path),
+            "qc_table": str(self.qc_path),
+        }
+
+
+def summarize(df: pd.DataFrame, qc: QCTable | None = None) -> dict[str, Any]:
+    """Counts of a manifest (+ QC): the keys documented in docs/datasets.md."""
+    label = df["label"] if "label" in df else pd.Series(dtype="Int64")
+    outcome = df["outcome"] if "outcome" in df.columns else pd.Series([""] * len(df), index=df.index)
+    out: dict[str, Any] = {
+        "images": int(len(df)),
+        "patients": int(df["patient_id"].nunique()) if len(df) else 0,
+        "exams": int(df[EXAM_KEY].drop_duplicates().shape[0]) if len(df) else 0,
+        "breasts": int(df[BREAST_KEY].drop_duplicates().shape[0]) if len(df) else 0,
+        "label_1": int((label == 1).sum()),
+        "label_0": int((label == 0).sum()),
+        "label_unknown": int(label.isna().sum()),
+        # images without an outcome count as malignant when their label is 1
+        "malignant": int(((outcome == "malignant") | ((outcome.fillna("") == "") & (label == 1).fillna(False))).sum()),
+        "benign": int((outcome == "benign").sum()),
+        "normal": int((outcome == "normal").sum()),
+        "with_lesions": int((df["lesions"].astype(str) != "").sum()) if len(df) else 0,
+    }
+    if qc is not None:
+        out["rejected"] = len(qc.rejected)
+        out["flagged"] = len(qc.flagged)
+        out["rejected_by_reason"] = dict(qc.reasons("reject").most_common())
+        out["flagged_by_reason"] = dict(qc.reasons("flag").most_common())
+    return out
+
+
+def qc_path_for(manifest_path: str | Path) -> Path:
+    """``<manifest stem>_qc.csv`` beside the manifest."""
+    p = Path(manifest_path)
+    return p.with_name(f"{p.stem}_qc.csv")
+
+
+def ingest(
+    format: str,
+    source: str | Path,
+    out: str | Path,
+    *,
+    track: Track = no_progress,
+    relative_paths: bool = False,
+    **options: Any,
+) -> IngestResult:
+    """Ingest ``source`` with the adapter ``format`` and write the manifest to ``out``.
+
+    Parameters
+    ----------
+    format
+        Adapter name (see :data:`mammolens.data.adapters.ADAPTERS`).
+    source
+        The dataset's folder (or, for ``csv``, the table file).
+    out
+        Manifest file to write (``.csv`` or ``.parquet``); the QC table goes to
+        ``<stem>_qc.csv`` beside it.
+    track
+        ``track(iterable, total, description)`` for progress display.
+    relative_paths
+        Write image paths relative to the manifest's folder (portable copies);
+        absolute by default.
+    **options
+        The adapter's own options (e.g. ``annotations=`` for ``dicom``, ``mapping=`` for
+        ``csv``); an option the adapter does not take raises :class:`ConfigError`.
+
+    Returns
+    -------
+    IngestResult
+    """
+    adapter = get_adapter(format)
+    unknown = sorted(set(options) - set(adapter.options))
+    if unknown:
+        accepted = ", ".join(adapter.options) or "none"
+        raise ConfigError(f"format {adapter.name!r} does not take option(s) {', '.join(unknown)} (it takes: {accepted})")
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"{out}: the manifest must end in .csv or .parquet")
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(2, "not found", str(source))
+    qc = QCTable()
+    df = adapter.load(source, qc=qc, track=track, **options)
+    df = finalize(df, qc, dataset=adapter.name)
+    if relative_paths:
+        base = out.resolve().parent
+        df["path"] = [_rel(p, base) for p in df["path"]]
+    write_manifest(df, out)
+    qc_path = qc.write_csv(qc_path_for(out))
+    return IngestResult(df, qc, out, qc_path, adapter.name, str(source))
+
+
+def _rel(p: str, base: Path) -> str:
+    if not p or "://" in p:
+        return p
+    try:
+        return Path(os.path.relpath(p, base)).as_posix()
+    except ValueError:  # another drive on Windows
+        return p
+
+
+def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:
+    """Normalise adapter rows; reject duplicate image ids and rows the schema refuses."""
+    if df is None or len(df) == 0:
+        return empty_manifest()
+    df = df.copy()
+    if "dataset" not in df.columns:
+        df["dataset"] = dataset
+    df["dataset"] = df["dataset"].fillna(dataset).replace("", dataset)
+    if "flags" in df.columns and (df["flags"].fillna("") == "").all():
+        df = df.drop(columns="flags")
+    # a row the schema cannot accept is rejected alone, not the whole manifest
+    try:
+        df = normalize_manifest(df)
+    except ManifestError:
+        keep = np.ones(len(df), dtype=bool)
+        for i in range(len(df)):
+            one = df.iloc[[i]]
+            try:
+                normalize_manifest(one)
+            except ManifestError as e:
+                r = one.iloc[0]
+                qc.add(STAGE, r.get("path", ""), f"invalid row: {e}", image_id=str(r.get("image_id", "")))
+                keep[i] = False
+        df = normalize_manifest(df[keep].reset_index(drop=True))
+    dup = df["image_id"].duplicated(keep="first")
+    for _, r in df[dup].iterrows():
+        qc.add(STAGE, r["path"], f"duplicate image_id: {r['image_id']} already ingested", image_id=r["image_id"])
+    df = df[~dup]
+    empty = (df["patient_id"] == "") | (df["image_id"] == "") | (df["path"] == "")
+    for _, r in df[empty].iterrows():
+        qc.add(STAGE, r["path"], "missing identity: empty image_id, patient_id or path", image_id=r["image_id"])
+    return df[~empty].reset_index(drop=True)
+
+
+def _rollup(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    d = df.copy()
+    lab = d["label"].astype("Float64")
+    d["_label"] = lab
+    d["_known"] = lab.notna()
+    if "outcome" in d.columns:
+        d["_outcome"] = d["outcome"].map(lambda v: _OUTCOME_RANK.get(str(v), -1))
+    else:
+        d["_outcome"] = -1
+    g = d.groupby(key, sort=True, dropna=False)
+    res = g.agg(images=("image_id", "size"), _label=("_label", "max"), _known=("_known", "any"), _outcome=("_outcome", "max"))
+    res["label"] = res["_label"].where(res["_known"]).astype("Int64")
+    inv = {v: k for k, v in _OUTCOME_RANK.items()}
+    res["outcome"] = res["_outcome"].map(lambda v: inv.get(int(v), ""))
+    return res.drop(columns=["_label", "_known", "_outcome"]).reset_index()
+
+
+def breast_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Labels per breast (``BREAST_KEY``): malignant if any image of the breast is.
+
+    Returns one row per breast with ``images``, ``label`` (nullable Int64: empty when no
+    image of the breast has a known label) and ``outcome`` (the most severe).
+    """
+    return _rollup(df, BREAST_KEY)
+
+
+def exam_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Labels per exam (``EXAM_KEY``): malignant if any image of the exam is."""
+    return _rollup(df, EXAM_KEY)
+
+
+__all__ = ["IngestResult", "breast_labels", "exam_labels", "finalize", "ingest", "qc_path_for", "summarize"]
