@@ -12,6 +12,28 @@ Modules: :mod:`.roc` (ROC, AUC + DeLong / bootstrap CIs, partial AUC, DeLong tes
 """
 
 from mammolens.stats._validate import StatsInputError
+from mammolens.stats.levels import LEVELS, add_level_scores, aggregate_scores, level_keys
+from mammolens.stats.localization import (
+    FROCResult,
+    choose_threshold,
+    dice,
+    froc,
+    hit_rate,
+    iou,
+    local_maxima,
+    pointing_hit,
+)
+from mammolens.stats.mcnemar import McNemarResult, mcnemar_from_counts, mcnemar_test
+from mammolens.stats.mrmc import AIvsReadersResult, MRMCResult, ai_vs_readers, mrmc
+from mammolens.stats.operating import (
+    OperatingPoint,
+    Proportion,
+    apply_threshold,
+    binary_metrics,
+    operating_point,
+    proportion_ci,
+    threshold_table,
+)
 from mammolens.stats.roc import (
     AUCComparison,
     AUCResult,
@@ -25,6 +47,7 @@ from mammolens.stats.roc import (
     roc_curve,
     unpaired_auc_test,
 )
+from mammolens.stats.subgroups import SubgroupResult, age_bands, cochran_q, subgroup_analysis
 
 __all__ = [
     "AUCComparison",
@@ -39,4 +62,34 @@ __all__ = [
     "partial_auc",
     "roc_curve",
     "unpaired_auc_test",
+    "LEVELS",
+    "add_level_scores",
+    "aggregate_scores",
+    "level_keys",
+    "FROCResult",
+    "choose_threshold",
+    "dice",
+    "froc",
+    "hit_rate",
+    "iou",
+    "local_maxima",
+    "pointing_hit",
+    "McNemarResult",
+    "mcnemar_from_counts",
+    "mcnemar_test",
+    "AIvsReadersResult",
+    "MRMCResult",
+    "ai_vs_readers",
+    "mrmc",
+    "OperatingPoint",
+    "Proportion",
+    "apply_threshold",
+    "binary_metrics",
+    "operating_point",
+    "proportion_ci",
+    "threshold_table",
+    "SubgroupResult",
+    "age_bands",
+    "cochran_q",
+    "subgroup_analysis",
 ]

@@ -1,3 +1,4 @@
+# ruff: noqa: E741  (I, J, K: modalities, readers, cases, the notation of the MRMC literature)
 """Multi-reader multi-case (MRMC) ROC analysis of reader studies.
 
 Input is the iMRMC long format: one row per (reader, case, modality) with the case's
