@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from mammolens.commands._common import cli_errors, emit_json, out
+from mammolens.commands._common import cli_errors, console, emit_json, out
 
 app = typer.Typer(
     name="stats",
@@ -165,3 +165,269 @@ def compare(
             "CI low": res.ci_low, "CI high": res.ci_high, "SE": res.se, "z": res.z, "p-value": res.p_value,
             "positives": res.n_pos, "negatives": res.n_neg,
         }))
+
+
+# --------------------------------------------------------------------------- mcnemar
+@app.command("mcnemar")
+def mcnemar(
+    file: Path = typer.Argument(..., help="CSV or Parquet table: one row per case."),
+    truth: str | None = typer.Option(None, "--truth", help="Truth column (compare correctness, or restrict with --subset)."),
+    pred: list[str] = typer.Option([], "--pred", help="Binary decision column (0/1); give two."),
+    score: list[str] = typer.Option([], "--score", help="Score column; give two, with two --threshold."),
+    threshold: list[float] = typer.Option([], "--threshold", help="Threshold per --score (positive when score >= threshold)."),
+    subset: str = typer.Option("all", "--subset", help="all | positives (sensitivity) | negatives (specificity); needs --truth."),
+    method: str = typer.Option("auto", "--method", help="auto (exact when b+c < 25) | exact | chi2."),
+    no_correction: bool = typer.Option(False, "--no-correction", help="Chi-square without continuity correction."),
+    positive: str | None = typer.Option(None, "--positive", help="Value of the truth column meaning positive."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """McNemar's test on paired binary decisions of A and B.
+
+    Example: [bold]mammolens stats mcnemar preds.csv --truth label --score model --score baseline --threshold 0.5 --threshold 0.5[/]
+    """
+    with cli_errors():
+        from mammolens.stats import apply_threshold, mcnemar_test
+        from mammolens.stats._validate import StatsInputError, check_truth
+
+        df = read_table(file)
+        if pred and score:
+            raise StatsInputError("give either two --pred or two --score (with --threshold), not both")
+        if pred:
+            if len(pred) != 2:
+                raise StatsInputError(f"--pred must be given exactly twice (got {len(pred)})")
+            _need(df, pred + ([truth] if truth else []), file)
+            a = check_truth(df[pred[0]], name=f"column {pred[0]!r}")
+            b = check_truth(df[pred[1]], name=f"column {pred[1]!r}")
+            names = pred
+        else:
+            if len(score) != 2 or len(threshold) != 2:
+                raise StatsInputError("give two --pred columns, or two --score columns and two --threshold values")
+            _need(df, score + ([truth] if truth else []), file)
+            a = apply_threshold(_scores(df, score[0]), threshold[0])
+            b = apply_threshold(_scores(df, score[1]), threshold[1])
+            names = score
+        y = None if truth is None else check_truth(df[truth], name=f"column {truth!r}", positive=positive)
+        res = mcnemar_test(a, b, y_true=y, subset=subset, method=method, correction=not no_correction)
+        d = res.to_dict() | {"a": names[0], "b": names[1]}
+        _show(d, json_out, _kv_table(f"McNemar: {names[0]} vs {names[1]} ({subset})", {
+            f"b ({names[0]} only)": res.b, f"c ({names[1]} only)": res.c, "statistic": res.statistic,
+            "p-value": res.p_value, "method": res.method, "cases": res.n,
+        }))
+
+
+# --------------------------------------------------------------------------- thresholds
+@app.command("thresholds")
+def thresholds(
+    file: Path = typer.Argument(..., help="CSV or Parquet table: one row per case."),
+    truth: str = typer.Option(..., "--truth", help="Truth column."),
+    score: str = typer.Option(..., "--score", help="Score column."),
+    threshold: list[float] = typer.Option([], "--threshold", help="Also report these fixed thresholds."),
+    sens: str = typer.Option("0.8,0.85,0.9,0.95", "--sensitivities", help="Target sensitivities (comma-separated)."),
+    spec: str = typer.Option("0.8,0.85,0.9,0.95", "--specificities", help="Target specificities (comma-separated)."),
+    ci: str = typer.Option("wilson", "--ci", help="wilson | exact (Clopper-Pearson)."),
+    positive: str | None = typer.Option(None, "--positive", help="Value of the truth column meaning positive."),
+    out_csv: Path | None = typer.Option(None, "--out", help="Write the table to this CSV."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Sensitivity, specificity, accuracy, PPV, NPV (with CIs) at the Youden point, target operating points and fixed thresholds.
+
+    Example: [bold]mammolens stats thresholds preds.csv --truth label --score score --out table1.csv[/]
+    """
+    with cli_errors():
+        from mammolens.stats import threshold_table
+
+        df = read_table(file)
+        _need(df, [truth, score], file)
+        tab = threshold_table(
+            df[truth], _scores(df, score), thresholds=threshold or None,
+            target_sensitivities=_floats(sens, "--sensitivities"), target_specificities=_floats(spec, "--specificities"),
+            ci=ci, positive=positive,
+        )
+        if out_csv is not None:
+            out_csv.parent.mkdir(parents=True, exist_ok=True)
+            tab.to_csv(out_csv, index=False)
+            console.print(f"wrote {out_csv}")
+        if json_out:
+            emit_json({"rows": tab.to_dict("records")})
+        else:
+            show = tab[["criterion", "threshold", "sensitivity", "specificity", "accuracy", "ppv", "npv"]]
+            out.print(_df_table(f"Operating points ({score} vs {truth})", show))
+
+
+def _floats(text: str, opt: str) -> list[float]:
+    from mammolens.stats._validate import StatsInputError
+
+    if not text.strip():
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise StatsInputError(f"{opt}: expected comma-separated numbers, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------- subgroups
+@app.command("subgroups")
+def subgroups(
+    file: Path = typer.Argument(..., help="CSV or Parquet table: one row per case."),
+    truth: str = typer.Option(..., "--truth", help="Truth column."),
+    score: str = typer.Option(..., "--score", help="Score column."),
+    by: list[str] = typer.Option(..., "--by", help="Grouping column (repeat for several analyses)."),
+    bins: str | None = typer.Option(None, "--bins", help="Bin numeric --by columns at these edges, e.g. 50,60,70 (non-numeric columns are used as they are)."),
+    min_n: int = typer.Option(10, "--min-n", help="Groups with fewer cases get no AUC (warning)."),
+    positive: str | None = typer.Option(None, "--positive", help="Value of the truth column meaning positive."),
+    alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """AUC per subgroup (DeLong CI) and Cochran's Q test of heterogeneity.
+
+    Example: [bold]mammolens stats subgroups preds.csv --truth label --score score --by age --bins 50,60,70[/]
+    """
+    with cli_errors():
+        from mammolens.stats import subgroup_analysis
+
+        df = read_table(file)
+        _need(df, [truth, score, *by], file)
+        results = []
+        import pandas as pd
+
+        for col in by:
+            numeric = pd.api.types.is_numeric_dtype(df[col])
+            r = subgroup_analysis(
+                df, truth=truth, score=score, by=col, bins=_floats(bins, "--bins") if bins and numeric else None,
+                min_n=min_n, alpha=alpha, positive=positive,
+            )
+            results.append(r)
+            if not json_out:
+                out.print(_df_table(f"AUC by {col}", r.table.drop(columns=["se"])))
+                out.print(f"Cochran Q = {_fmt(r.q)}, df = {r.df}, p = {_fmt(r.p)}")
+            for w in r.warnings:
+                console.print(f"[yellow]warning:[/] {w}")
+        if json_out:
+            emit_json(results[0].to_dict() if len(results) == 1 else {"analyses": [r.to_dict() for r in results]})
+
+
+# --------------------------------------------------------------------------- mrmc
+@app.command("mrmc")
+def mrmc_cmd(
+    file: Path = typer.Argument(..., help="Reader study in long (iMRMC) format: one row per reader x case x modality."),
+    reader: str = typer.Option("reader", "--reader", help="Reader column."),
+    case: str = typer.Option("case", "--case", help="Case column."),
+    modality: str = typer.Option("modality", "--modality", help="Modality (treatment) column."),
+    truth: str = typer.Option("truth", "--truth", help="Truth column (0/1, constant per case)."),
+    score: str = typer.Option("score", "--score", help="Score / rating column."),
+    method: str = typer.Option("or", "--method", help="or (Obuchowski-Rockette) | dbm (Dorfman-Berbaum-Metz)."),
+    covariance: str = typer.Option("jackknife", "--covariance", help="OR covariance: jackknife | delong."),
+    analysis: str = typer.Option("rrrc", "--analysis", help="rrrc | frrc | rrfc."),
+    alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Multi-reader multi-case ROC analysis (OR or DBM with Hillis ddf).
+
+    Example: [bold]mammolens stats mrmc reads.csv --reader reader --case case --modality modality --truth truth --score score[/]
+    """
+    with cli_errors():
+        from mammolens.stats import mrmc
+
+        df = read_table(file)
+        _need(df, [reader, case, modality, truth, score], file)
+        res = mrmc(
+            df, reader=reader, case=case, modality=modality, truth=truth, score=score,
+            method=method, covariance=covariance, analysis=analysis, alpha=alpha,
+        )
+        if json_out:
+            emit_json(res.to_dict())
+            return
+        wide = res.reader_aucs.pivot(index="reader", columns="modality", values="auc").reset_index()
+        wide.columns = [str(c) for c in wide.columns]
+        out.print(_df_table("AUC per reader", wide))
+        out.print(_df_table("Reader-averaged AUC", res.modality_aucs))
+        if len(res.comparisons):
+            out.print(_df_table(f"Differences ({method.upper()}, {covariance}, {analysis.upper()})", res.comparisons))
+            out.print(f"F = {_fmt(res.f)}, ndf = {_fmt(res.ndf, 0)}, ddf = {_fmt(res.ddf, 2)}, p = {_fmt(res.p_value)}")
+
+
+# --------------------------------------------------------------------------- localization
+@app.command("localization")
+def localization(
+    predictions: Path = typer.Argument(..., help="Predictions table with image_id and a heatmap (.npz) column."),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest with lesion annotations (lesions column)."),
+    kind: str = typer.Option("localization", "--kind", help="Heatmap kind: localization | attention | gradcam."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Binarisation threshold for Dice/IoU (heatmap >= T)."),
+    heatmap_col: str = typer.Option("heatmap", "--heatmap-column", help="Column holding the .npz paths."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Pointing-game hit rate, Dice, IoU and FROC of heatmaps against malignant lesion annotations.
+
+    Only malignant images with annotated lesions are scored; images whose heatmap or
+    lesions cannot be read are listed and skipped (exit 3).
+
+    Example: [bold]mammolens stats localization preds.csv --manifest manifest.csv --kind localization[/]
+    """
+    with cli_errors():
+        import numpy as np
+
+        from mammolens.commands._common import exit_with
+        from mammolens.data.heatmap_io import load_heatmap
+        from mammolens.data.lesions import MASK_MALIGNANT, parse_lesions, rasterize_lesions
+        from mammolens.errors import EXIT_REJECTED
+        from mammolens.stats import froc, hit_rate, pointing_hit
+        from mammolens.stats.localization import dice as dice_fn
+        from mammolens.stats.localization import iou as iou_fn
+
+        preds = read_table(predictions)
+        man = read_table(manifest)
+        _need(preds, ["image_id", heatmap_col], predictions)
+        _need(man, ["image_id", "lesions", "label"], manifest)
+        m = man[["image_id", "lesions", "label"]].merge(preds[["image_id", heatmap_col]], on="image_id", how="inner")
+        m = m[(m["label"].astype(str).isin(["1", "1.0", "True"])) & m["lesions"].notna() & (m["lesions"].astype(str).str.strip() != "")]
+        hms, masks, rows, skipped = [], [], [], []
+        for r in m.itertuples(index=False):
+            hp = getattr(r, heatmap_col)
+            try:
+                if not isinstance(hp, str) or not hp:
+                    raise ValueError("no heatmap path")
+                path = Path(hp)
+                if not path.is_absolute():
+                    path = predictions.parent / path
+                hm, _ = load_heatmap(path, kind, geometry="original")
+                les = [le for le in parse_lesions(r.lesions) if le.pathology == "malignant"]
+                if not les:
+                    continue
+                mask = rasterize_lesions(les, hm.shape, base_dir=manifest.parent) == MASK_MALIGNANT
+                if not mask.any():
+                    raise ValueError("lesions rasterise to an empty mask")
+            except Exception as e:  # noqa: BLE001 - one bad image must not stop the others
+                skipped.append({"image_id": r.image_id, "reason": f"{type(e).__name__}: {e}"})
+                continue
+            hms.append(hm)
+            masks.append(mask)
+            rows.append({
+                "image_id": r.image_id, "hit": pointing_hit(hm, mask),
+                "dice": dice_fn(hm, mask, threshold=threshold), "iou": iou_fn(hm, mask, threshold=threshold),
+            })
+        from mammolens.stats._validate import StatsInputError
+
+        if not rows:
+            raise StatsInputError(f"{predictions}: no malignant image with annotated lesions and a readable heatmap")
+        hr = hit_rate(hms, masks)
+        fr = froc(hms, masks)
+        d = {
+            "kind": kind, "threshold": threshold, "n_images": len(rows),
+            "hit_rate": hr.value, "hit_rate_ci_low": hr.ci_low, "hit_rate_ci_high": hr.ci_high,
+            "dice_mean": float(np.mean([x["dice"] for x in rows])), "dice_median": float(np.median([x["dice"] for x in rows])),
+            "iou_mean": float(np.mean([x["iou"] for x in rows])),
+            "froc": {"sensitivity_at_fps": {f"{k:g}": v for k, v in fr.at_fps.items()}, "cpm": fr.cpm, "n_lesions": fr.n_lesions},
+            "per_image": rows, "skipped": skipped,
+        }
+        if json_out:
+            emit_json(d)
+        else:
+            out.print(_kv_table(f"Localisation ({kind} heatmaps, {len(rows)} images)", {
+                "pointing hit rate": hr.value, "  95% CI low": hr.ci_low, "  95% CI high": hr.ci_high,
+                f"Dice mean (T={threshold:g})": d["dice_mean"], "IoU mean": d["iou_mean"],
+                **{f"FROC sens @ {k:g} FP/img": v for k, v in fr.at_fps.items()}, "FROC CPM": fr.cpm,
+            }))
+        for s in skipped:
+            console.print(f"[yellow]skipped[/] {s['image_id']}: {s['reason']}")
+        if skipped:
+            exit_with(EXIT_REJECTED)

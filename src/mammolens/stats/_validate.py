@@ -69,11 +69,11 @@ def check_truth(y_true: Any, *, name: str = "y_true", positive: Any = None) -> n
             num = np.array([float(v) for v in arr])
         except (TypeError, ValueError):
             raise StatsInputError(
-                f"{name}: non-numeric values {_show(_unique_values(arr))}; give the positive value (positive=...)"
+                f"{name}: non-numeric values {_show(_unique_values(arr))}; give the positive value (--positive / positive=...)"
             ) from None
         return check_truth(num, name=name)
     raise StatsInputError(
-        f"{name}: values {_show(_unique_values(arr))} are not 0/1; give the positive value (positive=...)"
+        f"{name}: values {_show(_unique_values(arr))} are not 0/1; give the positive value (--positive / positive=...)"
     )
 
 
