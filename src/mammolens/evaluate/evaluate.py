@@ -41,6 +41,8 @@ from mammolens.qc import QCTable
 LEVELS = ("image", "breast", "exam")
 RESULTS_SCHEMA_VERSION = 1
 SUBGROUP_VARIABLES = ("manufacturer", "density", "age_band")
+#: age bands (years): <40, 40-49, 50-59, 60-69, >=70
+AGE_BINS = (40, 50, 60, 70)
 PREDICTION_REQUIRED = ("image_id", "score")
 
 
@@ -297,18 +299,32 @@ def cohort_section(manifest: pd.DataFrame, *, age_band_fn: Callable[[Any], Any])
     by_split["all"] = counts(m)
     tables = {"cohort_by_split": pd.DataFrame([{"split": k, **v} for k, v in by_split.items()])}
     section: dict[str, Any] = {"by_split": by_split}
+    splits = [x for x in ("train", "val", "test", "unassigned") if x in by_split]
     for var in ("manufacturer", "density", "age_band"):
         rows = []
         vals = m[var].astype(str).replace({"": "unknown", "nan": "unknown"})
-        for v in sorted(vals.unique()):
+        for v in sorted(vals.unique(), key=lambda x: (x == "unknown", _band_order(x) if var == "age_band" else 0, x)):
             d = m[vals == v]
-            for s in ["all", *[x for x in ("train", "val", "test", "unassigned") if x in by_split]]:
-                dd = d if s == "all" else d[d["split_"] == s]
-                c = counts(dd) if len(dd) else {"patients": 0, "exams": 0, "images": 0, "malignant_images": 0, "malignant_exams": 0}
-                rows.append({"value": v, "split": s, **{k: c.get(k, 0) for k in ("patients", "exams", "images", "malignant_images", "malignant_exams")}})
+            c = counts(d)
+            row: dict[str, Any] = {"value": v, **{k: c[k] for k in ("patients", "exams", "images", "malignant_images", "malignant_exams")}}
+            for s in splits:
+                dd = d[d["split_"] == s]
+                row[f"images_{s}"] = int(len(dd))
+                row[f"malignant_images_{s}"] = int((dd["outcome_"] == "malignant").sum())
+            rows.append(row)
         section[f"by_{var}"] = rows
         tables[f"cohort_by_{var}"] = pd.DataFrame(rows)
     return section, tables
+
+
+def _band_order(label: str) -> float:
+    """Sort key of an age-band label (``<40``, ``40-49``, ..., ``>=70``)."""
+    t = label.lstrip("<>=")
+    try:
+        v = float(t.split("-")[0])
+    except ValueError:
+        return float("inf")
+    return v - 0.5 if label.startswith("<") else v + 0.5 if label.startswith(">") else v
 
 
 def flow_section(
@@ -350,7 +366,7 @@ def flow_section(
 # Thin adapters from mammolens.stats results to the JSON shapes of results.json; every
 # statistic itself is computed in mammolens.stats.
 def _auc(y: np.ndarray, s: np.ndarray, clusters: np.ndarray | None = None) -> dict[str, Any]:
-    from mammolens.stats import auc_ci
+    from mammolens.stats.roc import auc_ci
 
     r = auc_ci(y, s, method="delong", clusters=clusters)
     d = _d(r)
@@ -359,7 +375,7 @@ def _auc(y: np.ndarray, s: np.ndarray, clusters: np.ndarray | None = None) -> di
 
 
 def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from mammolens.stats import roc_curve
+    from mammolens.stats.roc import roc_curve
 
     c = roc_curve(y, s)
     return c.fpr, c.tpr, c.thresholds
@@ -368,7 +384,7 @@ def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _roc_band(y: np.ndarray, s: np.ndarray, clusters: np.ndarray | None, *, n_boot: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pointwise 95% band of sensitivity at fixed FPR, resampling patients (clusters) within
     class (the vertical-averaging bootstrap of Macskassy & Provost 2004) -- a visual aid."""
-    from mammolens.stats import roc_curve
+    from mammolens.stats.roc import roc_curve
 
     rng = np.random.default_rng(seed)
     grid = np.linspace(0, 1, 101)
@@ -393,13 +409,13 @@ def _roc_band(y: np.ndarray, s: np.ndarray, clusters: np.ndarray | None, *, n_bo
 
 
 def _operating_point(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
-    from mammolens.stats import operating_point
+    from mammolens.stats.operating import operating_point
 
     return _d(operating_point(y, s, method="youden"))
 
 
 def _binary_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
-    from mammolens.stats import binary_metrics
+    from mammolens.stats.operating import binary_metrics
 
     dec = (s >= threshold).astype(np.int8)
     out: dict[str, Any] = {k: _d(v) for k, v in binary_metrics(y, dec).items()}
@@ -409,34 +425,39 @@ def _binary_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str,
 
 
 def _threshold_table(y: np.ndarray, s: np.ndarray, thresholds: Sequence[float]) -> pd.DataFrame:
-    from mammolens.stats import threshold_table
+    from mammolens.stats.operating import threshold_table
 
     t = threshold_table(y, s, thresholds=list(thresholds))
     return t if isinstance(t, pd.DataFrame) else pd.DataFrame(_d(t))
 
 
 def _mcnemar(y: np.ndarray, dec_a: np.ndarray, dec_b: np.ndarray) -> dict[str, Any]:
-    from mammolens.stats import mcnemar_test
+    from mammolens.stats.mcnemar import mcnemar_test
 
     return _d(mcnemar_test(dec_a.astype(np.int8), dec_b.astype(np.int8), y_true=y))
 
 
 def _proportion(k: int, n: int) -> dict[str, Any]:
-    from mammolens.stats import proportion_ci
+    from mammolens.stats.operating import proportion_ci
 
     return _d(proportion_ci(k, n, method="wilson"))
 
 
 def _age_bands(age: pd.Series) -> pd.Series:
-    from mammolens.stats import age_bands
+    from mammolens.stats.subgroups import age_bands
 
-    return pd.Series(age_bands(age), index=age.index).astype(str).replace({"nan": "unknown", "": "unknown", "<NA>": "unknown"})
+    return pd.Series(np.asarray(age_bands(age, AGE_BINS), dtype=object), index=age.index).astype(str).replace({"nan": "unknown", "": "unknown", "<NA>": "unknown"})
 
 
 def _subgroups(tab: pd.DataFrame, variable: str) -> dict[str, Any]:
-    from mammolens.stats import subgroup_analysis
+    from mammolens.stats.subgroups import subgroup_analysis
 
-    return _d(subgroup_analysis(tab, by=variable, truth="label", score="score", clusters="patient_id"))
+    if variable == "age_band" and "age" in tab.columns:
+        # bin the numeric age (bands then sort by age, not alphabetically)
+        res = _d(subgroup_analysis(tab, by="age", bins=AGE_BINS, truth="label", score="score"))
+        res["by"] = "age_band"
+        return res
+    return _d(subgroup_analysis(tab, by=variable, truth="label", score="score"))
 
 
 def _metric_value(m: dict[str, Any], key: str) -> dict[str, Any]:
@@ -508,7 +529,7 @@ def comparison_section(
     ops_b: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Paired DeLong test and McNemar test (each model at its own operating point)."""
-    from mammolens.stats import delong_test
+    from mammolens.stats.roc import delong_test
 
     levels: dict[str, Any] = {}
     rows = []
@@ -543,7 +564,7 @@ def subgroup_section(tab: pd.DataFrame, *, variables: Sequence[str] = SUBGROUP_V
         if var not in t.columns:
             continue
         t[var] = t[var].astype(str).replace({"": "unknown", "nan": "unknown", "None": "unknown"})
-        if t[var].nunique() < 2:
+        if t[var].nunique() < 2:  # one value: nothing to compare
             out[var] = {"skipped": f"only one {var} value ({t[var].iloc[0]!r})"}
             continue
         res = _subgroups(t, var)
@@ -601,7 +622,8 @@ def _match_cases(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], src: str) -
 
 def reader_section(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], *, src: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame], dict[str, Any]]:
     """Per-reader AUCs, reader-average AUC per modality, MRMC (OR and DBM), AI vs readers."""
-    from mammolens.stats import ai_vs_readers, auc_ci, mrmc, roc_curve
+    from mammolens.stats.mrmc import ai_vs_readers, mrmc
+    from mammolens.stats.roc import auc_ci, roc_curve
 
     level, ai = _match_cases(reads, tabs, src)
     j = reads.merge(ai, on="case")
@@ -630,20 +652,33 @@ def reader_section(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], *, src: s
         res_dbm = {"error": str(e)}
     ai_cases = ai.drop_duplicates("case")
     unaided = long[long["modality"] == "unaided"]
-    avr = _d(ai_vs_readers(unaided, ai_cases.rename(columns={"label": "truth"})[["case", "truth", "ai_score"]]))
+    ai_map = pd.Series(ai_cases["ai_score"].to_numpy(float), index=ai_cases["case"].to_numpy())
+    avr = _d(ai_vs_readers(unaided, ai_map))
     ai_auc = _d(auc_ci(ai_cases["label"].to_numpy(int), ai_cases["ai_score"].to_numpy(float), method="delong"))
     c = roc_curve(ai_cases["label"].to_numpy(int), ai_cases["ai_score"].to_numpy(float))
     ai_curve = {"fpr": c.fpr, "tpr": c.tpr, "auc": ai_auc["auc"]}
-    avg = {}
-    for mod in ("unaided", "aided"):
-        mres = (res_or.get("modalities") or {}).get(mod) if isinstance(res_or.get("modalities"), dict) else None
-        avg[mod] = mres
+    avg: dict[str, Any] = {}
+    for rec in res_or.get("modalities", []):
+        avg[str(rec.get("modality"))] = rec
+    comps = res_or.get("comparisons") or []
+    aided_minus_unaided = None
+    for cp in comps:
+        a, b = str(cp.get("modality_a")), str(cp.get("modality_b"))
+        if {a, b} == {"aided", "unaided"}:
+            sign = 1.0 if a == "aided" else -1.0
+            lo, hi = cp.get("ci_low"), cp.get("ci_high")
+            aided_minus_unaided = {
+                "difference": sign * cp["difference"],
+                "ci_low": sign * (lo if sign > 0 else hi), "ci_high": sign * (hi if sign > 0 else lo),
+                "p_value": cp.get("p_value"), "df": cp.get("df"),
+            }
     section = {
         "case_level": level,
         "n_readers": int(reads["reader"].nunique()),
         "n_cases": int(reads["case"].nunique()),
         "per_reader": per_reader,
         "reader_average": avg,
+        "aided_minus_unaided": aided_minus_unaided,
         "mrmc_or": res_or,
         "mrmc_dbm": res_dbm,
         "ai": ai_auc,
@@ -690,8 +725,8 @@ def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path 
     saliency maps); a hit is the heatmap's maximum falling inside an annotated malignant
     lesion (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
     """
-    from mammolens.stats import dice as dice_fn
-    from mammolens.stats import hit_rate, pointing_hit
+    from mammolens.stats.localization import dice as dice_fn
+    from mammolens.stats.localization import hit_rate, pointing_hit
 
     rows = []
     used_kind = kind
@@ -699,6 +734,8 @@ def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path 
     if "heatmap" not in pos.columns:
         return {"skipped": "predictions have no heatmap column"}, pd.DataFrame()
     n_no_heat = n_no_lesion = 0
+    heats: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for r in pos.itertuples(index=False):
         hp = getattr(r, "heatmap", "")
         if not isinstance(hp, str) or not hp or not Path(hp).exists():
@@ -710,14 +747,16 @@ def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path 
             n_no_lesion += 1
             continue
         hit = bool(pointing_hit(heat, mask))
-        binar = heat >= 0.5 * float(heat.max()) if float(heat.max()) > 0 else np.zeros_like(mask)
-        dsc = _f(dice_fn(binar, mask))
+        mx = float(heat.max())
+        dsc = _f(dice_fn(heat / mx, mask, threshold=0.5)) if mx > 0 else 0.0
+        heats.append(heat)
+        masks.append(mask)
         rows.append({"image_id": r.image_id, "score": r.score, "hit": int(hit), "dice": dsc})
     table = pd.DataFrame(rows, columns=["image_id", "score", "hit", "dice"])
     if table.empty:
         return {"skipped": "no malignant image with both a heatmap and an annotated lesion",
                 "n_without_heatmap": n_no_heat, "n_without_lesion": n_no_lesion}, table
-    hr = _d(hit_rate(table["hit"].astype(bool).to_numpy()))
+    hr = _d(hit_rate(heats, masks))
     dv = table["dice"].dropna().to_numpy(float)
     q = np.quantile(dv, [0.25, 0.5, 0.75]) if len(dv) else [np.nan] * 3
     return {

@@ -145,7 +145,8 @@ def forest_figure(rows: Sequence[dict[str, Any]], *, overall: dict[str, Any] | N
         ax.legend(loc="lower left", fontsize=8)
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlim(0.3, 1.0)
+    los = [r["ci_low"] for r in rows if r.get("ci_low") is not None and np.isfinite(r["ci_low"])]
+    ax.set_xlim(min([0.5, *los]) - 0.02, 1.0)
     ax.axvline(0.5, color="grey", ls=":", lw=1)
     ax.set_xlabel("AUC (95% CI)")
     ax.set_title(title, fontsize=11)

@@ -90,8 +90,9 @@ def build_model_card(results: dict[str, Any], manifest: pd.DataFrame, *, run: st
             elif overall is not None and hi is not None and hi < overall:
                 caveats.append(f"{var} = {name}: AUC {a:.3f} (CI upper {hi:.3f}) is below the overall AUC {overall:.3f}.")
         het = res.get("heterogeneity") or {}
-        if het.get("p_value") is not None and het["p_value"] < 0.05:
-            caveats.append(f"AUC differs across {var} (heterogeneity p = {het['p_value']:.3g}).")
+        hp = het.get("p")
+        if hp is not None and hp == hp and hp < 0.05:
+            caveats.append(f"AUC differs across {var} (Cochran's Q heterogeneity p = {hp:.3g}).")
     unseen = sorted(set(vendors_eval) - set(vendors_train))
     if unseen:
         caveats.append(f"Evaluated on vendor(s) absent from training: {', '.join(unseen)}.")

@@ -67,10 +67,33 @@ def pval(p: Any) -> Any:
     return Markup("&lt;0.001") if p < 0.001 else f"{p:.3f}"
 
 
+def merge_ci_columns(df: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """Show ``m, m_ci_low, m_ci_high`` as one column ``m (95% CI)`` for reading."""
+    d = df.copy()
+    for c in list(d.columns):
+        lo, hi = f"{c}_ci_low", f"{c}_ci_high"
+        if lo in d.columns and hi in d.columns:
+            def cell(row: pd.Series, c: str = c, lo: str = lo, hi: str = hi) -> str:
+                v, a, b = row[c], row[lo], row[hi]
+                if pd.isna(v):
+                    return "n/a"
+                if pd.isna(a) or pd.isna(b):
+                    return f"{v:.{digits}f}"
+                return f"{v:.{digits}f} ({a:.{digits}f}-{b:.{digits}f})"
+
+            d[c] = d.apply(cell, axis=1)
+            d = d.drop(columns=[lo, hi]).rename(columns={c: f"{c} (95% CI)"})
+    if {"auc", "ci_low", "ci_high"} <= set(d.columns):
+        d["auc"] = [("n/a" if pd.isna(v) else f"{v:.{digits}f}" if pd.isna(a) else f"{v:.{digits}f} ({a:.{digits}f}-{b:.{digits}f})")
+                    for v, a, b in zip(d["auc"], d["ci_low"], d["ci_high"], strict=True)]
+        d = d.drop(columns=["ci_low", "ci_high"]).rename(columns={"auc": "AUC (95% CI)"})
+    return d
+
+
 def table_html(df: pd.DataFrame | None, *, digits: int = 3, max_rows: int = 60) -> str:
     if df is None or len(df) == 0:
         return "<p class='muted'>(none)</p>"
-    d = df.head(max_rows)
+    d = merge_ci_columns(df.head(max_rows), digits=digits)
     out = d.to_html(index=False, classes="tbl", border=0, na_rep="n/a", escape=True,
                     float_format=lambda x: f"{x:.{digits}f}")
     if len(df) > max_rows:

@@ -1,0 +1,337 @@
+"""The end-to-end demo: the whole study on a synthetic cohort, on a CPU, in minutes.
+
+Stages (each writes a file under ``OUT``; a rerun skips the stages already finished)::
+
+    synth      OUT/synth/manifest.csv        synthetic MG DICOM cohort + annotations
+    ingest     OUT/manifest.csv              dicom adapter, annotations joined (+ QC table)
+    preprocess OUT/cache/                    crop, flip, resize (+ QC table)
+    split      OUT/manifest_split.csv        train / val / test by patient
+    train      OUT/runs/{attention,baseline}/ tiny preset, CPU
+    predict    OUT/predictions/{attention,baseline}.csv (+ heatmaps, overlays)
+    readers    OUT/reads.csv                 simulated reader study (unaided, then aided)
+    evaluate   OUT/evaluation/results.json, report.html
+
+``OUT/demo.json`` records each finished stage with its time and output, and at the end the
+headline numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mammolens.errors import MammolensError
+
+STAGES = ("synth", "ingest", "preprocess", "split", "train_attention", "train_baseline", "predict", "readers", "evaluate")
+
+#: the bar the attention model must reach on the synthetic test split (image-level AUC)
+TARGET_AUC = 0.90
+
+
+class DemoError(MammolensError):
+    """A demo stage failed (the message names the stage and the reason)."""
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    results: Path
+    headline: dict[str, Any]
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "report": str(self.report), "results": str(self.results),
+                "headline": self.headline, "seconds": round(self.seconds, 1),
+                "stage_seconds": {k: round(v, 1) for k, v in self.stage_seconds.items()}, "skipped": self.skipped}
+
+
+class _State:
+    """OUT/demo.json: the finished stages (name -> {seconds, output, params})."""
+
+    def __init__(self, out: Path, params: dict[str, Any]) -> None:
+        self.path = out / "demo.json"
+        self.params = params
+        self.data: dict[str, Any] = {"params": params, "stages": {}}
+        if self.path.exists():
+            try:
+                old = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                old = {}
+            if old.get("params") == params:
+                self.data = old
+            # different parameters: start over (stale stage records are dropped)
+
+    def done(self, stage: str) -> bool:
+        rec = self.data["stages"].get(stage)
+        return bool(rec) and all(Path(p).exists() for p in rec.get("outputs", []))
+
+    def mark(self, stage: str, seconds: float, outputs: list[Path], **extra: Any) -> None:
+        self.data["stages"][stage] = {"seconds": round(seconds, 2), "outputs": [str(p) for p in outputs], **extra}
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        tmp.replace(self.path)
+
+
+def _reader_cases(pred_csv: Path, manifest: Path, *, split: str) -> Any:
+    """Exam-level cases for the reader study: truth, AI exam score, heatmap hit (any malignant image)."""
+    import pandas as pd
+
+    from mammolens.data.manifest import read_manifest
+    from mammolens.evaluate.evaluate import join_predictions, level_table, load_predictions, localisation_section
+
+    preds, src = load_predictions(pred_csv)
+    base = pred_csv.resolve().parent
+    for c in ("heatmap", "overlay"):
+        if c in preds.columns:
+            preds[c] = [p if (not isinstance(p, str) or not p or Path(p).is_absolute()) else str(base / p) for p in preds[c].fillna("")]
+    man = read_manifest(manifest)
+    j, _ = join_predictions(preds, man, source=src)
+    j = j[(j["split"] == split) & j["label"].notna()]
+    ex = level_table(j, "exam")
+    ex = ex[ex["label"].notna()]
+    cases = pd.DataFrame({"case": ex["study_id"].astype(str), "truth": ex["label"].astype(int), "ai_score": ex["score"].astype(float)})
+    img = j.copy()
+    img["label"] = img["label"].astype(int)
+    _, loc = localisation_section(img, kind=None, base_dir=manifest.resolve().parent)
+    if len(loc):
+        hits = img[["image_id", "study_id"]].merge(loc[["image_id", "hit"]], on="image_id").groupby("study_id")["hit"].max()
+        cases["heatmap_hit"] = cases["case"].map(hits.astype(float).to_dict())
+    return cases
+
+
+def run_demo(
+    out: str | Path = "demo_out",
+    *,
+    patients: int = 120,
+    seed: int = 0,
+    size: tuple[int, int] = (256, 208),
+    workers: int = 2,
+    max_epochs: int | None = None,
+    n_readers: int = 5,
+    config: str = "tiny",
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> DemoResult:
+    """Run (or resume) the whole study on a synthetic cohort.
+
+    Parameters
+    ----------
+    out
+        Output folder; a rerun with the same parameters resumes and skips finished stages.
+    patients
+        Synthetic patients (one screening exam of four views each).
+    seed
+        Seed of the cohort, the split, training and the reader simulation.
+    size
+        Cache image size ``(H, W)``.
+    workers
+        Preprocessing processes.
+    max_epochs
+        Override the preset's ``train.max_epochs`` (None: the preset's).
+    n_readers
+        Synthetic readers in the reader study.
+    config
+        Training preset (``tiny`` on CPU).
+    overrides
+        Extra dotted training overrides (e.g. ``{"data.batch_size": 8}``).
+    log
+        Where stage messages go (the CLI prints them with rich).
+    progress
+        Show the stages' own progress bars.
+
+    Returns
+    -------
+    DemoResult
+    """
+    from mammolens.data.manifest import read_manifest, write_manifest
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ov: dict[str, Any] = {"train.seed": seed, **(overrides or {})}
+    if max_epochs is not None:
+        ov["train.max_epochs"] = int(max_epochs)
+    params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": ov, "n_readers": n_readers}
+    state = _State(out, params)
+    t_all = time.perf_counter()
+    times: dict[str, float] = {}
+    skipped: list[str] = []
+
+    synth_dir = out / "synth"
+    man_ingest = out / "manifest.csv"
+    cache_dir = out / "cache"
+    man_split = out / "manifest_split.csv"
+    runs = {"attention": out / "runs" / "attention", "baseline": out / "runs" / "baseline"}
+    preds = {k: out / "predictions" / f"{k}.csv" for k in runs}
+    reads_csv = out / "reads.csv"
+    eval_dir = out / "evaluation"
+
+    def stage(i: int, name: str, fn: Callable[[], tuple[list[Path], dict[str, Any]]]) -> None:
+        if state.done(name):
+            log(f"[{i}/{len(STAGES)}] {name}: done already, skipped")
+            skipped.append(name)
+            return
+        log(f"[{i}/{len(STAGES)}] {name} ...")
+        t0 = time.perf_counter()
+        try:
+            outputs, extra = fn()
+        except MammolensError as e:
+            raise DemoError(f"demo stage {name!r} failed: {e}") from e
+        dt = time.perf_counter() - t0
+        times[name] = dt
+        state.mark(name, dt, outputs, **extra)
+        log(f"[{i}/{len(STAGES)}] {name}: {dt:.1f} s")
+
+    # 1. synthesise --------------------------------------------------------------------
+    def do_synth() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.data.synthetic import synthesize_cohort
+
+        synthesize_cohort(synth_dir, n_patients=patients, seed=seed)
+        return [synth_dir / "annotations.csv"], {}
+
+    stage(1, "synth", do_synth)
+
+    # 2. ingest --------------------------------------------------------------------------
+    def do_ingest() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.data.ingest import ingest
+
+        res = ingest("dicom", synth_dir / "dicom", man_ingest, annotations=synth_dir / "annotations.csv")
+        if res.manifest.empty:
+            raise DemoError(f"ingest found no image in {synth_dir / 'dicom'}")
+        return [res.manifest_path, res.qc_path], {"images": int(len(res.manifest)), "rejected": len(res.qc.rejected)}
+
+    stage(2, "ingest", do_ingest)
+
+    # 3. preprocess ----------------------------------------------------------------------
+    def do_preprocess() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.data.preprocess import PreprocessSettings, preprocess_manifest
+
+        res = preprocess_manifest(read_manifest(man_ingest), cache_dir, PreprocessSettings(size=tuple(size)),
+                                  workers=workers, progress=progress)
+        return [res.qc_path], {"processed": res.processed, "rejected": res.rejected}
+
+    stage(3, "preprocess", do_preprocess)
+
+    # 4. split ---------------------------------------------------------------------------
+    def do_split() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.data.cache import open_cache
+        from mammolens.data.split import split_manifest
+
+        df = read_manifest(man_ingest, resolve_paths=False)
+        cache = open_cache(cache_dir)
+        ok = set(cache.image_ids)
+        df = df[df["image_id"].isin(ok)]  # images rejected by preprocessing are left out
+        df = split_manifest(df, val=0.2, test=0.3, seed=seed)
+        write_manifest(df, man_split)
+        counts = {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")}
+        return [man_split], {"images": counts}
+
+    stage(4, "split", do_split)
+
+    # 5-6. train -------------------------------------------------------------------------
+    def do_train(kind: str) -> Callable[[], tuple[list[Path], dict[str, Any]]]:
+        def fn() -> tuple[list[Path], dict[str, Any]]:
+            from mammolens.train import train
+
+            run = runs[kind]
+            resume = (run / "checkpoints" / "last.ckpt").exists()
+            if run.exists() and not resume:
+                import shutil
+
+                shutil.rmtree(run)  # an unfinished run without a checkpoint: start it again
+            res = train(man_split, cache_dir, config=config, out=run, model=kind, overrides=dict(ov),
+                        resume=resume, device="cpu", progress=progress)
+            if res.best_checkpoint is None:
+                raise DemoError(f"training the {kind} model produced no checkpoint (status {res.status})")
+            return [res.best_checkpoint], {"best_val_auc": res.best_val_auc, "epochs": res.epochs_run}
+
+        return fn
+
+    stage(5, "train_attention", do_train("attention"))
+    stage(6, "train_baseline", do_train("baseline"))
+
+    # 7. predict -------------------------------------------------------------------------
+    def do_predict() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.predict import predict
+
+        outs = []
+        for kind, run in runs.items():
+            preds[kind].parent.mkdir(parents=True, exist_ok=True)
+            predict(run, man_split, preds[kind], heatmaps_dir=out / "heatmaps" / kind, cache=cache_dir,
+                    split=["val", "test"], progress=progress)
+            outs.append(preds[kind])
+        return outs, {}
+
+    stage(7, "predict", do_predict)
+
+    # 8. reader study --------------------------------------------------------------------
+    def do_readers() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.evaluate.reader_sim import simulate_reader_study
+
+        cases = _reader_cases(preds["attention"], man_split, split="test")
+        reads = simulate_reader_study(cases, n_readers=n_readers, seed=seed)
+        reads.to_csv(reads_csv, index=False)
+        return [reads_csv], {"cases": int(len(cases)), "readers": n_readers}
+
+    stage(8, "readers", do_readers)
+
+    # 9. evaluate ------------------------------------------------------------------------
+    def do_evaluate() -> tuple[list[Path], dict[str, Any]]:
+        from mammolens.evaluate import evaluate
+
+        qc = [p for p in (out / "manifest_qc.csv", cache_dir / "qc.csv") if p.exists()]
+        res = evaluate(preds["attention"], man_split, eval_dir, compare=preds["baseline"], reads=reads_csv,
+                       split="test", qc=qc, run=runs["attention"], seed=seed)
+        return [res.results_path, res.report_path], {}
+
+    stage(9, "evaluate", do_evaluate)
+
+    results = json.loads((eval_dir / "results.json").read_text())
+    head = headline_from_results(results)
+    head["report"] = str(eval_dir / "report.html")
+    total = time.perf_counter() - t_all
+    state.data["headline"] = head
+    state.data["last_run_seconds"] = round(total, 1)
+    state.save()
+    return DemoResult(out=out, report=eval_dir / "report.html", results=eval_dir / "results.json", headline=head,
+                      seconds=total, stage_seconds=times, skipped=skipped)
+
+
+def headline_from_results(results: dict[str, Any]) -> dict[str, Any]:
+    """AUCs (image/breast/exam), baseline AUC, sensitivity/specificity, reader AUCs from results.json."""
+    perf = results.get("performance", {})
+    head: dict[str, Any] = {"level": results.get("primary_level", "image")}
+    for lv, p in perf.items():
+        head[f"auc_{lv}"] = p.get("auc")
+    p = perf.get(head["level"], {})
+    for k in ("sensitivity", "specificity", "accuracy"):
+        head[k] = p.get("metrics", {}).get(k)
+    head["threshold"] = (p.get("operating_point") or {}).get("threshold")
+    head["threshold_chosen_on"] = (p.get("operating_point") or {}).get("chosen_on")
+    comp = results.get("comparison")
+    if comp:
+        d = comp["levels"].get(head["level"], {}).get("delong", {})
+        head["auc_baseline"] = d.get("auc_b")
+        head["delong_p_vs_baseline"] = d.get("p_value")
+    rs = results.get("reader_study")
+    if rs:
+        head["reader_auc_unaided"] = rs.get("reader_average", {}).get("unaided")
+        head["reader_auc_aided"] = rs.get("reader_average", {}).get("aided")
+        head["mrmc_p"] = (rs.get("mrmc_or") or {}).get("p_value")
+    loc = (results.get("interpretability") or {}).get("localisation") or {}
+    if loc.get("hit_rate"):
+        head["heatmap_hit_rate"] = loc["hit_rate"]
+    auc = (head.get("auc_image") or {}).get("auc")
+    head["target_auc"] = TARGET_AUC
+    head["meets_target"] = auc is not None and auc >= TARGET_AUC
+    return head
