@@ -1,0 +1,184 @@
+"""Server-side rendering of mammograms and heatmaps to PNG for the viewer.
+
+* :func:`load_display` decodes a stored DICOM once (LRU-cached): raw values after the
+  Modality LUT, the default window (the file's VOI window, else the 0.5-99.5 percentiles
+  of the breast), MONOCHROME1 handled, and whether the image must be mirrored for the
+  hanging protocol.
+* Hanging protocol (mirror image): right breasts are shown with the chest wall on the
+  right edge of their viewport, left breasts with the chest wall on the left, so the two
+  breasts face each other back to back. The chest-wall side is found from the pixels
+  (the breast is brighter near the chest wall), as DICOM orientation is often missing.
+* :func:`render_png` applies window centre/width in raw units (linear VOI function,
+  DICOM PS3.3 C.11.2.1.2) and downsamples to a maximum height.
+* :func:`heatmap_png` renders a heatmap (original geometry) as RGBA: a colour map with
+  alpha growing with the value, so low values stay transparent.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Display:
+    raw: np.ndarray  # float32, modality-LUT applied, as stored (not mirrored)
+    center: float
+    width: float
+    invert: bool  # MONOCHROME1
+    mirror: bool  # flip left-right for the hanging protocol
+    vmin: float
+    vmax: float
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+
+_cache = _LRU(16)
+
+
+def chest_wall_on_left(img01: np.ndarray) -> bool:
+    """Whether the breast's chest wall is on the image's left edge (brighter side)."""
+    w = img01.shape[1]
+    band = max(1, w // 6)
+    return float(img01[:, :band].mean()) >= float(img01[:, -band:].mean())
+
+
+def load_display(path: str | Path, laterality: str) -> Display:
+    """Decode ``path`` (cached) and compute its default window and hanging orientation."""
+    key = (str(path), laterality)
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(str(path))
+    arr = ds.pixel_array
+    raw = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    invert = str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1"
+    vmin, vmax = float(raw.min()), float(raw.max())
+    c = getattr(ds, "WindowCenter", None)
+    w = getattr(ds, "WindowWidth", None)
+    center = width = None
+    if c is not None and w is not None:
+        try:
+            center = float(c[0] if isinstance(c, pydicom.multival.MultiValue) else c)
+            width = float(w[0] if isinstance(w, pydicom.multival.MultiValue) else w)
+        except (TypeError, ValueError):
+            center = width = None
+    if center is None or not width or width <= 0:
+        sample = raw[:: max(1, raw.shape[0] // 256), :: max(1, raw.shape[1] // 256)]
+        bright = sample if not invert else vmax - sample
+        fg = sample[bright > np.percentile(bright, 30)]
+        lo, hi = np.percentile(fg if fg.size else sample, [0.5, 99.5])
+        lo = min(lo, float(sample.min()))
+        center, width = (lo + hi) / 2.0, max(hi - lo, 1.0)
+    img01 = _window(raw, center, width, invert)
+    mirror = chest_wall_on_left(img01) if laterality == "R" else not chest_wall_on_left(img01)
+    if laterality not in ("L", "R"):
+        mirror = False
+    d = Display(raw, float(center), float(width), invert, bool(mirror), vmin, vmax)
+    _cache.put(key, d)
+    return d
+
+
+def _window(raw: np.ndarray, center: float, width: float, invert: bool) -> np.ndarray:
+    width = max(float(width), 1.0)
+    out = np.clip((raw - (center - 0.5)) / (width - 1.0 if width > 1 else 1.0) + 0.5, 0.0, 1.0)
+    return 1.0 - out if invert else out
+
+
+def _target_size(h: int, w: int, max_h: int) -> tuple[int, int]:
+    if h <= max_h:
+        return h, w
+    return max_h, max(1, int(round(w * max_h / h)))
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    interp = cv2.INTER_AREA if h < arr.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(arr, (w, h), interpolation=interp)
+
+
+def _png(arr_u8: np.ndarray, mode: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr_u8, mode=mode).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def render_png(
+    d: Display,
+    *,
+    center: float | None = None,
+    width: float | None = None,
+    max_h: int = 1024,
+    hanging: bool = True,
+) -> bytes:
+    """8-bit grey PNG of the image with the given window (default: the file's)."""
+    c = d.center if center is None else float(center)
+    w = d.width if width is None else float(width)
+    h, wd = _target_size(*d.raw.shape, max_h)
+    small = _resize(d.raw, (h, wd))
+    img = (_window(small, c, w, d.invert) * 255.0 + 0.5).astype(np.uint8)
+    if hanging and d.mirror:
+        img = img[:, ::-1]
+    return _png(np.ascontiguousarray(img), "L")
+
+
+def _colormap(v: np.ndarray) -> np.ndarray:
+    """A perceptual 'inferno'-like ramp without matplotlib: (H, W) in [0,1] -> (H, W, 3)."""
+    stops = np.array(
+        [[0.0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1.0, 252, 255, 164]],
+        dtype=np.float32,
+    )
+    out = np.empty(v.shape + (3,), dtype=np.float32)
+    for ch in range(3):
+        out[..., ch] = np.interp(v, stops[:, 0], stops[:, ch + 1])
+    return out
+
+
+def heatmap_png(
+    heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.05
+) -> bytes:
+    """RGBA PNG of ``heat`` (original geometry, [0, 1]) sized like :func:`render_png`."""
+    h, w = _target_size(*d.raw.shape, max_h)
+    hm = _resize(np.asarray(heat, dtype=np.float32), (h, w))
+    hm = np.clip(hm, 0.0, 1.0)
+    peak = float(hm.max())
+    norm = hm / peak if peak > 0 else hm
+    rgb = _colormap(norm)
+    alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.7 * 255.0
+    rgba = np.dstack([rgb, alpha]).astype(np.uint8)
+    if hanging and d.mirror:
+        rgba = rgba[:, ::-1]
+    return _png(np.ascontiguousarray(rgba), "RGBA")

@@ -1,0 +1,94 @@
+"""``/api/images``: server-rendered PNGs of mammograms and heatmaps for the viewer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from mammolens.serve.deps import CurrentUser, current_user, service
+from mammolens.serve.models import Image
+from mammolens.serve.render import heatmap_png, load_display, render_png
+from mammolens.serve.routes._views import ai_visible, may_open
+from mammolens.serve.scoring import heatmap_original
+
+router = APIRouter(prefix="/api/images", tags=["images"])
+
+
+def _image(request: Request, image_id: int, user: CurrentUser, *, need_ai: bool) -> tuple[Image, str]:
+    svc = service(request)
+    with svc.db.session() as s:
+        im = s.get(Image, image_id)
+        if im is None or not may_open(s, user, im.study):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such image")
+        if need_ai and not ai_visible(s, user, im.study):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "AI results are hidden until the unaided read is locked")
+        s.expunge(im)
+        return im, im.laterality
+
+
+def _png_response(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/{image_id}/info")
+def info(image_id: int, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+    """Default window (centre/width, raw units), value range and hanging mirror flag."""
+    svc = service(request)
+    im, lat = _image(request, image_id, user, need_ai=False)
+    d = load_display(svc.storage.resolve("instances", im.file), lat)
+    return {
+        "id": im.id,
+        "laterality": im.laterality,
+        "view": im.view,
+        "window_center": d.center,
+        "window_width": d.width,
+        "min": d.vmin,
+        "max": d.vmax,
+        "mirrored": d.mirror,
+        "rows": int(d.raw.shape[0]),
+        "columns": int(d.raw.shape[1]),
+    }
+
+
+@router.get("/{image_id}/image.png")
+async def image_png(
+    image_id: int,
+    request: Request,
+    user: CurrentUser = Depends(current_user),
+    wc: float | None = Query(None, description="window centre (raw units)"),
+    ww: float | None = Query(None, gt=0, description="window width (raw units)"),
+    max_h: int = Query(1024, ge=64, le=4096),
+    hanging: bool = True,
+) -> Response:
+    svc = service(request)
+    im, lat = _image(request, image_id, user, need_ai=False)
+    path = svc.storage.resolve("instances", im.file)
+
+    def _render() -> bytes:
+        d = load_display(path, lat)
+        return render_png(d, center=wc, width=ww, max_h=max_h, hanging=hanging)
+
+    return _png_response(await run_in_threadpool(_render))
+
+
+@router.get("/{image_id}/heatmap.png")
+async def heatmap(
+    image_id: int,
+    request: Request,
+    user: CurrentUser = Depends(current_user),
+    max_h: int = Query(1024, ge=64, le=4096),
+    hanging: bool = True,
+) -> Response:
+    svc = service(request)
+    im, lat = _image(request, image_id, user, need_ai=True)
+    if not im.heatmap_file:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no heatmap for this image (not scored yet)")
+    img_path = svc.storage.resolve("instances", im.file)
+    hm_path = svc.storage.resolve("heatmaps", im.heatmap_file)
+
+    def _render() -> bytes:
+        d = load_display(img_path, lat)
+        arr, _kind = heatmap_original(hm_path)
+        return heatmap_png(arr, d, max_h=max_h, hanging=hanging)
+
+    return _png_response(await run_in_threadpool(_render))

@@ -1,0 +1,67 @@
+"""The HTML pages of the viewer (plain HTML/JS/CSS, no build step).
+
+Every page except ``/login`` needs a session; without one the browser is sent to the
+login page. Pages hold no data: their scripts fetch it from the authenticated API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from mammolens.serve.deps import optional_user
+
+router = APIRouter(include_in_schema=False)
+_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_PAGES = {"worklist": "worklist.html", "viewer": "viewer.html", "reader": "reader.html", "admin": "admin.html"}
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse((_TEMPLATES / _PAGES.get(name, name)).read_text(encoding="utf-8"))
+
+
+def _guard(request: Request, page: str, *, admin: bool = False) -> Response:
+    user = optional_user(request)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    if admin and not user.is_admin:
+        return RedirectResponse("/worklist", status_code=303)
+    return _page(page)
+
+
+@router.get("/login")
+def login_page() -> HTMLResponse:
+    return _page("login.html")
+
+
+@router.get("/")
+def root(request: Request) -> Response:
+    user = optional_user(request)
+    return RedirectResponse("/worklist" if user else "/login", status_code=303)
+
+
+@router.get("/worklist")
+def worklist_page(request: Request) -> Response:
+    return _guard(request, "worklist")
+
+
+@router.get("/viewer/{study_id}")
+def viewer_page(study_id: int, request: Request) -> Response:
+    return _guard(request, "viewer")
+
+
+@router.get("/reader")
+def reader_page(request: Request) -> Response:
+    return _guard(request, "reader")
+
+
+@router.get("/reader/{case_id}")
+def reader_case_page(case_id: int, request: Request) -> Response:
+    return _guard(request, "viewer")
+
+
+@router.get("/admin")
+def admin_page(request: Request) -> Response:
+    return _guard(request, "admin", admin=True)

@@ -1,0 +1,124 @@
+"""The adapter between the service and the model: :func:`mammolens.predict.load_predictor`.
+
+The worker calls :meth:`Scorer.score_files` with the stored DICOM files of one study and
+gets one :class:`ImageResult` per file (image, breast and exam score and the heatmap
+``.npz``). Anything with that method can stand in for :class:`PredictorScorer` (the
+service takes a scorer object), which keeps the service testable on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mammolens.errors import CheckpointError
+
+#: heatmap kinds shown by the viewer, in order of preference
+PREFERRED_KINDS = ("localization", "attention", "gradcam")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The model's output for one image."""
+
+    score: float
+    breast_score: float | None
+    exam_score: float | None
+    heatmap: Path | None
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score_files(self, paths: list[Path], heatmaps_dir: Path) -> dict[Path, ImageResult]: ...
+
+
+def _f(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(x) else x
+
+
+class PredictorScorer:
+    """Scores DICOM files with a trained run (or checkpoint) through ``load_predictor``.
+
+    The predictor is loaded on first use (in the worker thread, not at import) and calls
+    are serialised with a lock: one model, one forward pass at a time.
+    """
+
+    def __init__(self, model: str | Path, *, device: str = "cpu") -> None:
+        self.model_path = Path(model)
+        if not self.model_path.exists():
+            raise CheckpointError(f"{self.model_path}: model run or checkpoint not found")
+        self.device = device
+        self.name = self.model_path.name if self.model_path.is_dir() else self.model_path.stem
+        self._predictor = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        if self._predictor is None:
+            from mammolens.predict import load_predictor
+
+            self._predictor = load_predictor(self.model_path, device=self.device)
+        return self._predictor
+
+    def score_files(self, paths: list[Path], heatmaps_dir: Path) -> dict[Path, ImageResult]:
+        with self._lock:
+            predictor = self.load()
+            df = predictor.predict_files([str(p) for p in paths], heatmaps_dir=heatmaps_dir)
+        return match_rows(df, paths)
+
+
+def match_rows(df, paths: list[Path]) -> dict[Path, ImageResult]:
+    """Map a predictions table onto the input files (by ``path`` column, else by order)."""
+    out: dict[Path, ImageResult] = {}
+    if df is None or len(df) == 0:
+        return out
+    if "path" in df.columns:
+        by_path = {str(Path(p).resolve()): p for p in paths}
+        rows = ((by_path.get(str(Path(str(r["path"])).resolve())), r) for _, r in df.iterrows())
+    elif len(df) == len(paths):
+        rows = zip(paths, (r for _, r in df.iterrows()), strict=True)
+    else:
+        raise RuntimeError(
+            f"predictions table has {len(df)} rows for {len(paths)} files and no 'path' column"
+        )
+    for p, r in rows:
+        if p is None:
+            continue
+        score = _f(r.get("score"))
+        if score is None:
+            continue
+        hm = r.get("heatmap")
+        hm_path = Path(str(hm)) if isinstance(hm, str | Path) and str(hm) and Path(str(hm)).exists() else None
+        out[p] = ImageResult(
+            score=score,
+            breast_score=_f(r.get("breast_score")),
+            exam_score=_f(r.get("exam_score")),
+            heatmap=hm_path,
+        )
+    return out
+
+
+def heatmap_original(path: str | Path) -> tuple[np.ndarray, str]:
+    """The preferred heatmap of a ``.npz`` mapped onto the original image, and its kind."""
+    from mammolens.data.heatmap_io import heatmap_kinds, load_heatmap
+
+    kinds = heatmap_kinds(path)
+    kind = next((k for k in PREFERRED_KINDS if k in kinds), kinds[0] if kinds else None)
+    if kind is None:
+        raise ValueError(f"{path}: no heatmap arrays")
+    arr, _ = load_heatmap(path, kind, geometry="original")
+    return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), kind
+
+
+def heatmap_peak(arr: np.ndarray) -> tuple[float, float]:
+    """``(x, y)`` of the heatmap maximum (pixel centre, original coordinates)."""
+    i, j = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    return float(j) + 0.5, float(i) + 0.5

@@ -1,0 +1,243 @@
+"""The background scoring worker.
+
+Studies are queued in the database (``status = 'queued'``); each worker thread claims
+one with a conditional ``UPDATE ... WHERE status = 'queued'`` (safe with several threads
+and on both SQLite and PostgreSQL), scores its images with the :class:`~.scoring.Scorer`,
+stores the scores and heatmaps, marks it ``scored`` and then writes the DICOM outputs
+(SR, heatmap objects) and stores them to the PACS when one is configured.
+
+Nothing is lost across restarts: a study left in ``scoring`` by a crash is re-queued at
+start-up, and a failed study is retried up to ``max_attempts`` times before it is marked
+``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select, update
+
+from mammolens.serve.db import Database
+from mammolens.serve.models import Image, Study, utcnow
+from mammolens.serve.scoring import Scorer, heatmap_original, heatmap_peak
+from mammolens.serve.storage import Storage, digest_name
+
+log = logging.getLogger("mammolens.serve")
+
+
+def requeue_interrupted(db: Database) -> int:
+    """Put studies left in ``scoring`` (a crash, a stop) back in the queue."""
+    with db.session() as s:
+        res = s.execute(update(Study).where(Study.status == "scoring").values(status="queued"))
+        return int(res.rowcount or 0)
+
+
+def claim_next(db: Database) -> int | None:
+    """Atomically take the oldest queued study; ``None`` when the queue is empty."""
+    for _ in range(10):
+        with db.session() as s:
+            sid = s.scalar(
+                select(Study.id).where(Study.status == "queued").order_by(Study.updated_at, Study.id).limit(1)
+            )
+            if sid is None:
+                return None
+            res = s.execute(
+                update(Study)
+                .where(Study.id == sid, Study.status == "queued")
+                .values(status="scoring", attempts=Study.attempts + 1, updated_at=utcnow())
+            )
+            if res.rowcount == 1:
+                return sid
+    return None
+
+
+def score_study(
+    db: Database,
+    storage: Storage,
+    scorer: Scorer,
+    study_id: int,
+    *,
+    max_attempts: int = 3,
+) -> str:
+    """Score one claimed study; returns its new status (scored | queued | failed)."""
+    with db.session() as s:
+        imgs = s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
+        files = {im.id: storage.resolve("instances", im.file) for im in imgs}
+        attempts = s.get(Study, study_id).attempts
+    try:
+        if not files:
+            raise RuntimeError("study has no images")
+        work = storage.root / "work" / f"study-{study_id}"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            results = scorer.score_files(list(files.values()), work)
+            if not results:
+                raise RuntimeError("the model scored none of the study's images")
+            scored: dict[int, dict] = {}
+            for image_id, path in files.items():
+                r = results.get(path)
+                if r is None:
+                    continue
+                entry = {"score": r.score, "breast_score": r.breast_score, "exam_score": r.exam_score,
+                         "heatmap_file": "", "peak_x": None, "peak_y": None}
+                if r.heatmap is not None:
+                    name = digest_name(f"heatmap:{study_id}:{image_id}:{time.time_ns()}", ".npz")
+                    dest = storage.new_path("heatmaps", name)
+                    shutil.copyfile(r.heatmap, dest)
+                    arr, _ = heatmap_original(dest)
+                    entry["peak_x"], entry["peak_y"] = heatmap_peak(arr)
+                    entry["heatmap_file"] = name
+                scored[image_id] = entry
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except Exception as e:  # noqa: BLE001 - any model/file failure becomes the study's error
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        status = "queued" if attempts < max_attempts else "failed"
+        with db.session() as s:
+            st = s.get(Study, study_id)
+            if st is not None:
+                st.status = status
+                st.error = reason
+                st.updated_at = utcnow()
+        log.warning("worker: study #%d attempt %d failed (%s)", study_id, attempts, type(e).__name__)
+        return status
+
+    with db.session() as s:
+        st = s.get(Study, study_id)
+        if st is None:  # deleted while scoring
+            return "deleted"
+        current = set(s.scalars(select(Image.id).where(Image.study_id == study_id)).all())
+        by_breast: dict[str, float] = {}
+        for im in s.scalars(select(Image).where(Image.study_id == study_id)).all():
+            e = scored.get(im.id)
+            if e is None:
+                continue
+            old = im.heatmap_file
+            im.score = e["score"]
+            im.breast_score = e["breast_score"] if e["breast_score"] is not None else e["score"]
+            im.heatmap_file = e["heatmap_file"]
+            im.peak_x, im.peak_y = e["peak_x"], e["peak_y"]
+            if old and old != im.heatmap_file:
+                storage.delete("heatmaps", old)
+            by_breast[im.laterality] = max(by_breast.get(im.laterality, 0.0), im.breast_score)
+        exam_scores = [e["exam_score"] for e in scored.values() if e["exam_score"] is not None]
+        st.exam_score = max(exam_scores) if exam_scores else max(by_breast.values())
+        st.model = getattr(scorer, "name", "")[:128]
+        st.error = ""
+        st.scored_at = utcnow()
+        st.updated_at = utcnow()
+        # images that arrived while scoring: score again so none is left out
+        st.status = "queued" if (current - set(files)) else "scored"
+        status = st.status
+    log.info("worker: study #%d %s (%d image(s))", study_id, status, len(scored))
+    return status
+
+
+class Worker:
+    """Background threads that drain the study queue.
+
+    Parameters
+    ----------
+    db, storage, scorer
+        Where studies live and what scores them.
+    threads
+        Number of worker threads (scoring itself is serialised by the scorer).
+    poll_s
+        Sleep between queue polls when idle.
+    after_score
+        Called with the study id after a study is scored (DICOM outputs, PACS store);
+        its failures are logged and recorded on the study, never lose the scores.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        storage: Storage,
+        scorer: Scorer,
+        *,
+        threads: int = 1,
+        poll_s: float = 0.5,
+        max_attempts: int = 3,
+        after_score: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.storage = storage
+        self.scorer = scorer
+        self.n_threads = max(1, int(threads))
+        self.poll_s = poll_s
+        self.max_attempts = max_attempts
+        self.after_score = after_score
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.processed = 0
+
+    def start(self) -> None:
+        requeue_interrupted(self.db)
+        for i in range(self.n_threads):
+            t = threading.Thread(target=self._run, name=f"mammolens-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def notify(self) -> None:
+        """Wake the workers (a study was queued)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    @property
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def run_once(self) -> bool:
+        """Claim and score one study; ``False`` when the queue was empty."""
+        sid = claim_next(self.db)
+        if sid is None:
+            return False
+        status = score_study(self.db, self.storage, self.scorer, sid, max_attempts=self.max_attempts)
+        self.processed += 1
+        if status == "scored" and self.after_score is not None:
+            try:
+                self.after_score(sid)
+            except Exception as e:  # noqa: BLE001
+                log.warning("worker: DICOM outputs for study #%d failed (%s: %s)", sid, type(e).__name__, e)
+                with self.db.session() as s:
+                    st = s.get(Study, sid)
+                    if st is not None:
+                        st.pacs_status = "failed"
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception as e:  # noqa: BLE001 - keep the thread alive (DB hiccup)
+                log.error("worker: %s: %s", type(e).__name__, e)
+                busy = False
+                time.sleep(self.poll_s)
+            if not busy:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Block until no study is queued or scoring (tests, CLI one-shot use)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.db.session() as s:
+                n = s.scalar(
+                    select(Study.id).where(Study.status.in_(("queued", "scoring"))).limit(1)
+                )
+            if n is None:
+                return True
+            time.sleep(0.1)
+        return False
+
