@@ -1,0 +1,107 @@
+"""Image -> breast -> exam roll-ups, subgroup AUCs and Cochran's Q."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from mammolens.stats import (
+    StatsInputError,
+    age_bands,
+    aggregate_scores,
+    auc_ci,
+    cochran_q,
+    subgroup_analysis,
+)
+
+
+def _images() -> pd.DataFrame:
+    return pd.DataFrame({
+        "image_id": ["a", "b", "c", "d", "e", "f"],
+        "patient_id": ["p1", "p1", "p1", "p1", "p2", "p2"],
+        "study_id": ["s1", "s1", "s1", "s1", "s2", "s2"],
+        "laterality": ["L", "L", "R", "R", "L", "R"],
+        "score": [0.1, 0.7, 0.2, 0.4, 0.3, 0.9],
+        "label": [0, 1, 0, 0, 0, 0],
+    })
+
+
+def test_breast_and_exam_rollups():
+    df = _images()
+    b = aggregate_scores(df, level="breast")
+    assert len(b) == 4
+    left = b[(b.patient_id == "p1") & (b.laterality == "L")].iloc[0]
+    assert left.score == 0.7 and left.label == 1 and left.n_images == 2
+    e = aggregate_scores(df, level="exam", how="mean")
+    assert e.set_index("patient_id").loc["p1", "score"] == pytest.approx(0.35)
+    assert e.set_index("patient_id").loc["p1", "label"] == 1  # truth rolls up by max
+    assert e.set_index("patient_id").loc["p2", "label"] == 0
+    assert len(aggregate_scores(df, level="image")) == 6
+
+
+def test_rollup_errors():
+    df = _images()
+    with pytest.raises(StatsInputError, match="missing column"):
+        aggregate_scores(df.drop(columns=["laterality"]), level="breast")
+    with pytest.raises(StatsInputError, match="level"):
+        aggregate_scores(df, level="patient")
+    bad = df.copy()
+    bad.loc[0, "study_id"] = None
+    with pytest.raises(StatsInputError, match="missing key"):
+        aggregate_scores(bad, level="exam")
+
+
+def test_age_bands():
+    assert age_bands([39, 40, 49.5, 50, 69, 70, None]).tolist() == ["<40", "40-49", "40-49", "50-59", "60-69", ">=70", "unknown"]
+    assert age_bands([55], bins=(50, 60)).tolist() == ["50-59"]
+    with pytest.raises(StatsInputError):
+        age_bands([1], bins=(60, 50))
+
+
+def test_subgroups_and_heterogeneity():
+    rng = np.random.default_rng(0)
+    n = 900
+    g = rng.choice(["GE", "Hologic", "Siemens"], n)
+    y = rng.integers(0, 2, n)
+    shift = np.where(g == "Siemens", 0.2, 1.5)  # Siemens much worse
+    df = pd.DataFrame({"y": y, "s": rng.normal(size=n) + shift * y, "man": g, "age": rng.uniform(40, 80, n)})
+    r = subgroup_analysis(df, truth="y", score="s", by="man")
+    t = r.table.set_index("group")
+    for grp in ("GE", "Hologic", "Siemens"):
+        m = df.man == grp
+        ref = auc_ci(df.y[m], df.s[m])
+        assert t.loc[grp, "auc"] == pytest.approx(ref.auc)
+        assert t.loc[grp, "ci_low"] == pytest.approx(ref.ci_low)
+    assert r.p < 1e-4 and r.df == 2
+    # Cochran Q by hand
+    w = 1 / t["se"] ** 2
+    pooled = (w * t["auc"]).sum() / w.sum()
+    q = (w * (t["auc"] - pooled) ** 2).sum()
+    assert r.q == pytest.approx(q)
+    assert r.p == pytest.approx(st.chi2.sf(q, 2))
+    a = subgroup_analysis(df, truth="y", score="s", by="age", bins=(50, 60, 70))
+    assert a.table["group"].tolist() == ["<50", "50-59", "60-69", ">=70"]
+    assert a.table["n"].sum() == n
+
+
+def test_small_and_single_class_groups_warn_not_crash():
+    df = pd.DataFrame({
+        "y": [0, 1] * 20 + [0, 0, 0] + [1, 0],
+        "s": np.linspace(0, 1, 45),
+        "site": ["A"] * 40 + ["B"] * 3 + ["C"] * 2,
+    })
+    r = subgroup_analysis(df, truth="y", score="s", by="site", min_n=5)
+    t = r.table.set_index("group")
+    assert t.loc["B", "note"] == "single class" and np.isnan(t.loc["B", "auc"])
+    assert t.loc["C", "note"] == "too small"
+    assert len(r.warnings) >= 3  # B, C and "fewer than two evaluable groups"
+    assert np.isnan(r.q)
+    d = r.to_dict()
+    assert d["heterogeneity"]["test"] == "cochran_q" and len(d["groups"]) == 3
+
+
+def test_cochran_q_identical_groups():
+    q, dof, p = cochran_q([0.8, 0.8, 0.8], [0.02, 0.03, 0.04])
+    assert q == pytest.approx(0.0) and dof == 2 and p == pytest.approx(1.0)
