@@ -82,6 +82,31 @@ class _State:
         tmp.replace(self.path)
 
 
+class _bar:
+    """A rich progress bar on stderr as a ``progress(done, total)`` callable (or None)."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name, self.enabled, self._p = name, enabled, None
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        if not self.enabled:
+            return None
+        from mammolens.commands._common import progress
+
+        self._p = progress(transient=True)
+        self._p.__enter__()
+        task = self._p.add_task(self.name, total=None)
+
+        def cb(done: int, total: int) -> None:
+            self._p.update(task, completed=done, total=total)
+
+        return cb
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(None, None, None)
+
+
 def _reader_cases(pred_csv: Path, manifest: Path, *, split: str) -> Any:
     """Exam-level cases for the reader study: truth, AI exam score, heatmap hit (any malignant image)."""
     import pandas as pd
@@ -98,7 +123,7 @@ def _reader_cases(pred_csv: Path, manifest: Path, *, split: str) -> Any:
     base = pred_csv.resolve().parent
     for c in ("heatmap", "overlay"):
         if c in preds.columns:
-            preds[c] = [p if (not isinstance(p, str) or not p or Path(p).is_absolute()) else str(base / p) for p in preds[c].fillna("")]
+            preds[c] = [p if (not isinstance(p, str) or not p or Path(p).is_absolute()) else str(base / p) for p in preds[c].astype(object).where(preds[c].notna(), "")]
     man = read_manifest(manifest)
     j, _ = join_predictions(preds, man, source=src)
     j = j[(j["split"] == split) & j["label"].notna()]
@@ -201,7 +226,8 @@ def run_demo(
     def do_synth() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.data.synthetic import synthesize_cohort
 
-        synthesize_cohort(synth_dir, n_patients=patients, seed=seed)
+        with _bar("synthesise", progress) as cb:
+            synthesize_cohort(synth_dir, n_patients=patients, seed=seed, workers=workers, progress=cb)
         return [synth_dir / "annotations.csv"], {}
 
     stage(1, "synth", do_synth)

@@ -874,7 +874,7 @@ def _resolve_paths(df: pd.DataFrame, base: Path | None) -> pd.DataFrame:
         if c in df.columns:
             df[c] = [
                 "" if (not isinstance(p, str) or not p) else (p if Path(p).is_absolute() or base is None else str(base / p))
-                for p in df[c].fillna("").astype(str)
+                for p in df[c].astype(object).where(df[c].notna(), "").astype(str)
             ]
     return df
 
@@ -907,6 +907,7 @@ def evaluate(
     gallery_size: int = 4,
     seed: int = 0,
     title: str | None = None,
+    svg: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Evaluate predictions on one split and write results.json, tables/, figures/, report.html.
@@ -940,6 +941,8 @@ def evaluate(
         Examples per gallery row (TP, FN, FP).
     seed
         Seed of the ROC-band bootstrap.
+    svg
+        Also write every figure as SVG (vector, for papers).
     on_step
         Called with the name of each section as it starts (progress display).
 
@@ -1041,12 +1044,12 @@ def evaluate(
     tables.update(ptabs)
     for lv, c in curves.items():
         fig = F.roc_figure([c], title=f"ROC, {lv} level ({split} split, n={perf[lv]['n']}, {perf[lv]['n_pos']} malignant)")
-        fig_files[f"roc_{lv}"] = F.save_figure(fig, figs_dir, f"roc_{lv}")[0]
+        fig_files[f"roc_{lv}"] = F.save_figure(fig, figs_dir, f"roc_{lv}", svg=svg)[0]
     p0 = perf[level]
     t_img = tabs[level]
     fig = F.score_distribution_figure(t_img["score"].to_numpy(float), t_img["label"].to_numpy(int),
                                       p0["operating_point"]["threshold"], title=f"Score distribution ({level} level)")
-    fig_files["scores"] = F.save_figure(fig, figs_dir, "scores")[0]
+    fig_files["scores"] = F.save_figure(fig, figs_dir, "scores", svg=svg)[0]
 
     results["comparison"] = None
     if compare is not None:
@@ -1073,7 +1076,7 @@ def evaluate(
         for lv in tabs:
             fig = F.roc_figure([curves[lv], ccurves[lv]], title=f"{model_name} vs {cname}, {lv} level "
                                f"(paired DeLong p = {comp['levels'][lv]['delong'].get('p_value', float('nan')):.3g})")
-            fig_files[f"roc_compare_{lv}"] = F.save_figure(fig, figs_dir, f"roc_compare_{lv}")[0]
+            fig_files[f"roc_compare_{lv}"] = F.save_figure(fig, figs_dir, f"roc_compare_{lv}", svg=svg)[0]
 
     step("subgroups")
     sub, sub_tab = subgroup_section(tabs[level])
@@ -1082,7 +1085,7 @@ def evaluate(
     if len(sub_tab):
         a = perf[level]["auc"]
         fig = F.forest_figure(sub_tab.to_dict("records"), overall=a, title=f"AUC by subgroup ({level} level, {split} split)")
-        fig_files["forest"] = F.save_figure(fig, figs_dir, "forest")[0]
+        fig_files["forest"] = F.save_figure(fig, figs_dir, "forest", svg=svg)[0]
 
     results["reader_study"] = None
     if reads is not None:
@@ -1093,7 +1096,7 @@ def evaluate(
         results["inputs"]["reads"] = rsrc
         tables.update(rtabs)
         fig = F.readers_roc_figure(rcurves["ai"], rcurves["readers"], title=f"Reader study ({rs['n_readers']} readers, {rs['n_cases']} {rs['case_level']} cases)")
-        fig_files["readers_roc"] = F.save_figure(fig, figs_dir, "readers_roc")[0]
+        fig_files["readers_roc"] = F.save_figure(fig, figs_dir, "readers_roc", svg=svg)[0]
 
     step("interpretability")
     img = tabs.get("image", _labelled(level_table(ev, "image")))
@@ -1114,7 +1117,7 @@ def evaluate(
     results["calibration"] = cal
     tables["calibration"] = cal_tab
     fig = F.calibration_figure(cal["bins"], t_img["score"].to_numpy(float), title=f"Calibration ({level} level)")
-    fig_files["calibration"] = F.save_figure(fig, figs_dir, "calibration")[0]
+    fig_files["calibration"] = F.save_figure(fig, figs_dir, "calibration", svg=svg)[0]
 
     step("model card")
     results["model_card"] = build_model_card(results, man, run=run)

@@ -25,15 +25,18 @@ def _plt():
     return plt
 
 
-def save_figure(fig: Any, directory: Path, name: str, *, dpi: int = 110) -> tuple[Path, Path]:
-    """Write ``directory/name.png`` and ``directory/name.svg`` and close the figure."""
+def save_figure(fig: Any, directory: Path, name: str, *, dpi: int = 110, svg: bool = True) -> tuple[Path, Path | None]:
+    """Write ``directory/name.png`` (and ``directory/name.svg``) and close the figure."""
     plt = _plt()
     directory.mkdir(parents=True, exist_ok=True)
-    png, svg = directory / f"{name}.png", directory / f"{name}.svg"
+    png = directory / f"{name}.png"
     fig.savefig(png, dpi=dpi, bbox_inches="tight")
-    fig.savefig(svg, bbox_inches="tight")
+    svg_path = None
+    if svg:
+        svg_path = directory / f"{name}.svg"
+        fig.savefig(svg_path, bbox_inches="tight")
     plt.close(fig)
-    return png, svg
+    return png, svg_path
 
 
 def _fmt_ci(est: float, lo: float, hi: float) -> str:

@@ -1,4 +1,4 @@
-"""Small evaluation fixtures with known properties (no training): a manifest, binormal
+"""Fixtures of tests/evaluate: small evaluation cohorts with known properties (no training): a manifest, binormal
 scores for a 'model' and a weaker 'baseline', heatmaps that hit most lesions."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mammolens.data.heatmap_io import save_heatmaps
 from mammolens.data.transform import Transform
@@ -84,3 +85,9 @@ def make_cohort(
     bp["model"] = "baseline"
     bp.to_csv(root / "baseline.csv", index=False)
     return {"manifest": root / "manifest.csv", "predictions": root / "predictions.csv", "baseline": root / "baseline.csv"}
+
+
+@pytest.fixture(scope="session")
+def make_eval_cohort():
+    """The :func:`make_cohort` factory (a fixture: test modules are imported by importlib)."""
+    return make_cohort

@@ -1,0 +1,90 @@
+"""Bad inputs: ids that do not match, missing columns, one-class splits, bad reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mammolens.errors import MammolensError
+from mammolens.evaluate import EvaluationError, evaluate
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory, make_eval_cohort) -> dict[str, Path]:
+    return make_eval_cohort(tmp_path_factory.mktemp("bad"), n_patients=30, seed=1, heatmaps=False)
+
+
+def test_no_matching_ids_stops(cohort: dict, tmp_path: Path) -> None:
+    p = pd.read_csv(cohort["predictions"])
+    p["image_id"] = "X" + p["image_id"]
+    p.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(EvaluationError, match="none of the 120 prediction image_id"):
+        evaluate(tmp_path / "p.csv", cohort["manifest"], tmp_path / "out", svg=False)
+
+
+def test_partial_mismatch_is_counted(cohort: dict, tmp_path: Path) -> None:
+    p = pd.read_csv(cohort["predictions"])
+    extra = p.head(7).copy()
+    extra["image_id"] = "unknown_" + extra["image_id"]
+    pd.concat([p, extra]).to_csv(tmp_path / "p.csv", index=False)
+    res = evaluate(tmp_path / "p.csv", cohort["manifest"], tmp_path / "out", svg=False, gallery_size=0)
+    assert res.results["inputs"]["n_unmatched_predictions"] == 7
+    assert any("7 prediction(s)" in w for w in res.results["warnings"])
+
+
+def test_missing_columns(cohort: dict, tmp_path: Path) -> None:
+    p = pd.read_csv(cohort["predictions"]).drop(columns=["score"])
+    p.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(EvaluationError, match=r"lack required column\(s\) \['score'\]"):
+        evaluate(tmp_path / "p.csv", cohort["manifest"], tmp_path / "out", svg=False)
+
+
+def test_one_class_split(cohort: dict, tmp_path: Path) -> None:
+    m = pd.read_csv(cohort["manifest"], dtype=str, keep_default_na=False)
+    m.loc[m["split"] == "test", "label"] = "0"
+    m.loc[m["split"] == "test", "lesions"] = ""
+    m.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(EvaluationError, match="has no malignant images"):
+        evaluate(cohort["predictions"], tmp_path / "m.csv", tmp_path / "out", svg=False)
+
+
+def test_empty_split(cohort: dict, tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="no predicted image is in split 'holdout'"):
+        evaluate(cohort["predictions"], cohort["manifest"], tmp_path / "out", split="holdout", svg=False)
+
+
+def test_bad_reads(cohort: dict, tmp_path: Path) -> None:
+    pd.DataFrame({"reader": ["A"], "case": ["S000"], "modality": ["with"], "truth": [1], "score": [3]}).to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(EvaluationError, match="modality must be 'unaided' or 'aided'"):
+        evaluate(cohort["predictions"], cohort["manifest"], tmp_path / "out", reads=tmp_path / "r.csv", svg=False)
+
+
+def test_errors_are_mammolens_errors() -> None:
+    assert issubclass(EvaluationError, MammolensError)
+
+
+def test_cli_one_line_error_exit_1(cohort: dict, tmp_path: Path) -> None:
+    from mammolens.cli import app
+
+    p = pd.read_csv(cohort["predictions"])
+    p["image_id"] = "X" + p["image_id"]
+    p.to_csv(tmp_path / "p.csv", index=False)
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "p.csv"), "--manifest", str(cohort["manifest"]), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert "error:" in r.output and "Traceback" not in r.output
+
+
+def test_cli_json(cohort: dict, tmp_path: Path) -> None:
+    import json
+
+    from mammolens.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", str(cohort["predictions"]), "--manifest", str(cohort["manifest"]),
+                                 "--out", str(tmp_path / "o"), "--compare", str(cohort["baseline"]), "--json", "--gallery", "0"])
+    assert r.exit_code == 0, r.output
+    head = json.loads(r.stdout[r.stdout.index("{"):])
+    assert 0.5 < head["auc_image"]["auc"] <= 1
+    assert (tmp_path / "o" / "report.html").exists()
