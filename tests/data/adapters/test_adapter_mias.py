@@ -167,8 +167,11 @@ def test_real_mini_mias(mias_dir, tmp_path):
         assert lab == (1 if "M" in sev[iid] else 0), iid
     assert df["patient_id"].nunique() * 2 >= len(df)
     # every patient is a pair (odd right, even left)
-    for pid, grp in df.groupby("patient_id"):
-        assert set(grp["laterality"]) <= {"L", "R"} and len(grp) <= 2
+    for iid, pid, lat in zip(df["image_id"], df["patient_id"], df["laterality"], strict=True):
+        n = int(iid[3:])
+        assert lat == ("R" if n % 2 else "L")
+        assert iid in pid.split("-") or f"mdb{pid.split('-')[1]}" == iid
+    assert df.groupby("patient_id").size().max() <= 2
     # every lesion centre lies inside the image after the y flip
     for s, h in zip(df["lesions"], df["height"], strict=True):
         for le in json.loads(s) if s else []:
