@@ -1,0 +1,427 @@
+"""``predict()``: a trained run + inputs -> the predictions table (+ heatmaps, overlays).
+
+Inputs are any mix of
+
+* manifests (``.csv`` / ``.parquet``): their images are read from ``cache`` when given
+  (the fast path; it must have the run's image size), else read from ``path`` and
+  preprocessed on the fly with the run's saved preprocessing settings; ``split`` keeps
+  one split only;
+* DICOM files, PNG/PGM/TIFF images, or folders of them (searched recursively). A DICOM
+  file's ``image_id`` is its SOP Instance UID and its patient / study / laterality / view
+  come from its header; another image's ``image_id``, ``patient_id`` and ``study_id``
+  are its file name without extension (each file is its own exam).
+
+Output (``OUT`` = ``PREDICTIONS.csv``), columns::
+
+    image_id, patient_id, study_id, laterality, view,
+    score         malignancy probability of the image, in [0, 1]
+    breast_score  max of the image scores over the breast's views
+                  (breast = patient_id, study_id, laterality)
+    exam_score    max over the exam's breasts (= max over all the exam's images)
+    heatmap       .npz with attention / localization / gradcam maps (empty without --heatmaps)
+    overlay       PNG: the localisation map over the image (empty without --heatmaps)
+    model, path, logit
+
+plus ``PREDICTIONS_breast.csv`` (patient_id, study_id, laterality, breast_score,
+n_images), ``PREDICTIONS_exam.csv`` (patient_id, study_id, exam_score, n_images) and
+``qc.csv`` beside it (rejected inputs, with the reason). Images are processed in
+chunks and appended to ``PREDICTIONS.partial.csv``, so memory does not grow with the
+number of inputs and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammolens.data.manifest import BREAST_KEY, EXAM_KEY
+from mammolens.errors import ConfigError, InputError, MammolensError
+from mammolens.qc import QCIssue, QCTable
+
+QC_STAGE = "predict"
+PRED_COLUMNS = [
+    "image_id",
+    "patient_id",
+    "study_id",
+    "laterality",
+    "view",
+    "score",
+    "breast_score",
+    "exam_score",
+    "heatmap",
+    "overlay",
+    "model",
+    "path",
+    "logit",
+]
+_STREAM_COLUMNS = [c for c in PRED_COLUMNS if c not in ("breast_score", "exam_score")]
+IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".pgm", ".pnm", ".tif", ".tiff", ".ima", ""}
+MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+@dataclass
+class FileItem:
+    """One image to score."""
+
+    image_id: str
+    path: str
+    patient_id: str = ""
+    study_id: str = ""
+    laterality: str = ""
+    view: str = ""
+    source: str = "file"  # "file" (decode + preprocess) or "cache"
+    from_header: bool = True  # fill ids from the DICOM header when reading
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> FileItem:
+        p = Path(path)
+        return cls(image_id=p.stem, path=str(p), patient_id=p.stem, study_id=p.stem)
+
+
+@dataclass
+class Chunk:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    qc: list[QCIssue] = field(default_factory=list)
+
+
+def _safe(image_id: str) -> str:
+    from mammolens.data.preprocess import safe_name
+
+    return safe_name(image_id)
+
+
+def _load_item(predictor: Any, item: FileItem, cache: Any) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """-> (cache-geometry image, transform, original pixels or None); raises on bad input."""
+    if item.source == "cache":
+        img, _mask, tf = cache.load(item.image_id)
+        return img, tf, None
+    from mammolens.io.images import read_image
+
+    loaded = read_image(item.path, voi=predictor.settings.window)
+    meta = loaded.meta or {}
+    if item.from_header and meta.get("sop_instance_uid"):
+        item.image_id = str(meta["sop_instance_uid"])
+        item.patient_id = str(meta.get("patient_id") or item.patient_id)
+        item.study_id = str(meta.get("study_id") or item.study_id)
+        item.laterality = str(meta.get("laterality") or item.laterality)
+        item.view = str(meta.get("view") or item.view)
+    pre = predictor.preprocess(loaded.pixels, laterality=item.laterality or None)
+    return pre.image, pre.transform, np.asarray(loaded.pixels, dtype=np.float32)
+
+
+def score_items(
+    predictor: Any,
+    items: list[FileItem],
+    *,
+    cache: Any = None,
+    heatmaps_dir: str | Path | None = None,
+    batch_size: int = 8,
+    gradcam: bool | None = None,
+    on_item: Any = None,
+) -> Iterator[Chunk]:
+    """Score ``items`` in chunks of ``batch_size``; yield each chunk's rows and QC issues."""
+    from mammolens.data.heatmap_io import save_heatmaps
+    from mammolens.explain.heatmaps import overlay_png
+
+    hdir = Path(heatmaps_dir) if heatmaps_dir else None
+    kind = predictor.config.predict.overlay_kind
+    if hdir is not None:
+        hdir.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(items), batch_size):
+        chunk = Chunk()
+        good: list[tuple[FileItem, np.ndarray, Any, np.ndarray | None]] = []
+        for item in items[start : start + batch_size]:
+            try:
+                img, tf, orig = _load_item(predictor, item, cache)
+                if tuple(img.shape) != tuple(predictor.image_size):
+                    raise InputError(item.path, f"preprocessed size {img.shape} differs from the model's {predictor.image_size}")
+                if not np.isfinite(img).all():
+                    raise InputError(item.path, "image has non-finite values after preprocessing")
+                good.append((item, img, tf, orig))
+            except (MammolensError, ValueError, OSError) as e:
+                reason = e.reason if isinstance(e, InputError) else str(e)
+                chunk.qc.append(QCIssue(QC_STAGE, "reject", item.path, reason, item.image_id))
+            if on_item is not None:
+                on_item()
+        if good:
+            results = predictor.predict_arrays([g[1] for g in good], heatmaps=hdir is not None, gradcam=gradcam)
+            for (item, img, tf, orig), res in zip(good, results, strict=True):
+                heat, over = "", ""
+                if hdir is not None:
+                    name = _safe(item.image_id)
+                    heat = str(save_heatmaps(hdir / f"{name}.npz", res.maps, tf))
+                    hm = res.maps.get(kind, res.maps["localization"])
+                    if orig is not None and orig.shape == (tf.orig_h, tf.orig_w):
+                        base, hm_img = orig, tf.inverse_array(hm)
+                    else:
+                        base, hm_img = img, hm
+                    over = str(overlay_png(hdir / f"{name}.png", base, hm_img, max_side=predictor.config.predict.overlay_max_side))
+                chunk.rows.append(
+                    {
+                        "image_id": item.image_id,
+                        "patient_id": item.patient_id,
+                        "study_id": item.study_id,
+                        "laterality": item.laterality,
+                        "view": item.view,
+                        "score": res.score,
+                        "heatmap": heat,
+                        "overlay": over,
+                        "model": predictor.name,
+                        "path": item.path,
+                        "logit": res.logit,
+                    }
+                )
+        yield chunk
+
+
+def add_rollups(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``breast_score`` (max over the breast's images) and ``exam_score`` (max over the exam)."""
+    df = df.copy()
+    if df.empty:
+        df["breast_score"] = pd.Series(dtype=float)
+        df["exam_score"] = pd.Series(dtype=float)
+        return df[[c for c in PRED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in PRED_COLUMNS]]
+    for c in BREAST_KEY:
+        df[c] = df[c].fillna("").astype(str)
+    df["breast_score"] = df.groupby(BREAST_KEY, dropna=False)["score"].transform("max")
+    df["exam_score"] = df.groupby(EXAM_KEY, dropna=False)["score"].transform("max")
+    return df[[c for c in PRED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in PRED_COLUMNS]]
+
+
+def breast_table(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=[*BREAST_KEY, "breast_score", "n_images"])
+    g = df.groupby(BREAST_KEY, dropna=False)["score"]
+    return pd.DataFrame({"breast_score": g.max(), "n_images": g.size()}).reset_index()
+
+
+def exam_table(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=[*EXAM_KEY, "exam_score", "n_images"])
+    g = df.groupby(EXAM_KEY, dropna=False)["score"]
+    return pd.DataFrame({"exam_score": g.max(), "n_images": g.size()}).reset_index()
+
+
+def _scan_folder(folder: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for n in sorted(names):
+            if n.startswith("."):
+                continue
+            p = Path(root) / n
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(p)
+    return files
+
+
+def collect_inputs(
+    inputs: list[str | Path],
+    *,
+    cache: Any = None,
+    split: str | None = None,
+) -> tuple[list[FileItem], QCTable]:
+    """Expand manifests, folders and files into :class:`FileItem` rows (+ QC for missing inputs)."""
+    from mammolens.data.manifest import read_manifest
+
+    qc = QCTable()
+    items: list[FileItem] = []
+    for inp in inputs:
+        p = Path(inp)
+        if not p.exists():
+            qc.add(QC_STAGE, p, "file not found")
+            continue
+        if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
+            df = read_manifest(p)
+            if split:
+                df = df[df["split"] == split]
+                if df.empty:
+                    raise ConfigError(f"{p}: no images in split {split!r}")
+            for r in df.itertuples(index=False):
+                iid = str(r.image_id)
+                src = "cache" if (cache is not None and iid in cache) else "file"
+                if cache is not None and src == "file" and not Path(str(r.path)).exists():
+                    qc.add(QC_STAGE, r.path, "not in the cache and the image file is missing", image_id=iid)
+                    continue
+                items.append(
+                    FileItem(iid, str(r.path), str(r.patient_id), str(r.study_id), str(r.laterality), str(r.view), src, from_header=False)
+                )
+            continue
+        files = _scan_folder(p) if p.is_dir() else [p]
+        if p.is_dir() and not files:
+            qc.add(QC_STAGE, p, "folder holds no image files")
+        items.extend(FileItem.from_path(f) for f in files)
+    # the same file given twice (e.g. a file and its folder) is scored once
+    unique: dict[tuple[str, str], FileItem] = {}
+    for it in items:
+        key = (it.image_id, str(Path(it.path).resolve()) if it.source == "file" else it.path)
+        unique.setdefault(key, it)
+    items = list(unique.values())
+    # unique ids for files named alike in different folders
+    seen: dict[str, int] = {}
+    for it in items:
+        seen[it.image_id] = seen.get(it.image_id, 0) + 1
+    for it in items:
+        if seen[it.image_id] > 1 and it.source == "file" and it.from_header:
+            h = hashlib.sha1(it.path.encode()).hexdigest()[:8]
+            it.image_id = it.patient_id = it.study_id = f"{it.image_id}-{h}"
+    return items, qc
+
+
+def _output_paths(out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        out = out / "predictions.csv" if (out.is_dir() or out.suffix == "") else out.with_suffix(".csv")
+    stem = out.with_suffix("")
+    return {
+        "images": out,
+        "partial": Path(f"{stem}.partial.csv"),
+        "breast": Path(f"{stem}_breast.csv"),
+        "exam": Path(f"{stem}_exam.csv"),
+        "qc": out.parent / "qc.csv",
+    }
+
+
+def predict(
+    run: Any,
+    inputs: list[str | Path] | str | Path,
+    out: str | Path,
+    *,
+    heatmaps_dir: str | Path | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    split: str | None = None,
+    cache: Any = None,
+    gradcam: bool | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> pd.DataFrame:
+    """Score inputs with a trained run and write the prediction tables.
+
+    Parameters
+    ----------
+    run
+        Run folder, ``.ckpt`` file or a loaded :class:`~mammolens.predict.Predictor`.
+    inputs
+        Manifests, image files and/or folders (see the module docstring).
+    out
+        ``PREDICTIONS.csv`` (a folder gets ``predictions.csv`` inside).
+    heatmaps_dir
+        Write ``<image_id>.npz`` heatmaps and ``<image_id>.png`` overlays there.
+    batch_size
+        Images per forward pass (and per chunk appended to the CSV).
+    device
+        ``cpu``, ``cuda`` or ``auto``.
+    split
+        Keep only this split of manifest inputs.
+    cache
+        A cache folder (or Cache) holding the manifest's images (same image size as the
+        run's training cache).
+    gradcam
+        Compute Grad-CAM maps (default: the run's ``predict.gradcam``).
+    resume
+        Continue an interrupted run from ``PREDICTIONS.partial.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The image-level table. ``df.attrs`` holds ``qc`` (QCTable), ``qc_path``,
+        ``breast_path``, ``exam_path``, ``n_rejected``.
+    """
+    from mammolens.predict.predictor import Predictor, load_predictor
+
+    predictor = run if isinstance(run, Predictor) else load_predictor(run, device=device)
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    cache_obj = None
+    if cache is not None:
+        from mammolens.data.cache import open_cache
+
+        cache_obj = open_cache(cache) if isinstance(cache, str | Path) else cache
+        csize = tuple(cache_obj.settings.size)
+        if csize != tuple(predictor.image_size):
+            raise ConfigError(
+                f"cache {getattr(cache_obj, 'root', cache)} has images of {csize[0]}x{csize[1]} but the model was trained on "
+                f"{predictor.image_size[0]}x{predictor.image_size[1]}; preprocess with --size {predictor.image_size[0]}x{predictor.image_size[1]} or drop --cache"
+            )
+    items, qc = collect_inputs(list(inputs), cache=cache_obj, split=split)
+    paths = _output_paths(out)
+    paths["images"].parent.mkdir(parents=True, exist_ok=True)
+
+    done: set[str] = set()
+    part = paths["partial"]
+    if part.exists() and resume:
+        try:
+            prev = pd.read_csv(part, dtype=str, keep_default_na=False, usecols=["image_id", "path", "model"])
+            if (prev["model"] == predictor.name).all():
+                done = set(prev["path"]) | set(prev["image_id"])
+            else:
+                part.unlink()
+        except (ValueError, pd.errors.EmptyDataError, KeyError):
+            part.unlink()
+    elif part.exists():
+        part.unlink()
+    todo = [it for it in items if it.path not in done and it.image_id not in done]
+
+    bar = None
+    task = None
+    if progress:
+        from mammolens.commands._common import progress as make_progress
+
+        bar = make_progress()
+        bar.start()
+        task = bar.add_task("predict", total=len(todo))
+    try:
+        new_file = not part.exists()
+        with part.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=_STREAM_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            for chunk in score_items(
+                predictor,
+                todo,
+                cache=cache_obj,
+                heatmaps_dir=heatmaps_dir,
+                batch_size=batch_size,
+                gradcam=gradcam,
+                on_item=(lambda: bar.advance(task)) if bar is not None else None,
+            ):
+                writer.writerows(chunk.rows)
+                fh.flush()
+                qc.extend(chunk.qc)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    df = pd.read_csv(part, dtype={c: str for c in _STREAM_COLUMNS if c not in ("score", "logit")}, keep_default_na=False)
+    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    df["logit"] = pd.to_numeric(df["logit"], errors="coerce")
+    df = df.drop_duplicates("image_id", keep="last")
+    df = add_rollups(df)
+    tmp = paths["images"].with_name(paths["images"].name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, paths["images"])
+    breast_table(df).to_csv(paths["breast"], index=False)
+    exam_table(df).to_csv(paths["exam"], index=False)
+    qc.write_csv(paths["qc"])
+    part.unlink(missing_ok=True)
+    df.attrs.update(
+        qc=qc,
+        qc_path=str(paths["qc"]),
+        breast_path=str(paths["breast"]),
+        exam_path=str(paths["exam"]),
+        n_rejected=len(qc.rejected),
+        model=predictor.name,
+        checkpoint=str(predictor.checkpoint),
+    )
+    return df
