@@ -79,7 +79,11 @@ def ingest(
                     yield it
                     bar.advance(task)
 
-            result = run_ingest(adapter.name, source, out, track=track, relative_paths=relative_paths, **options)
+            try:
+                result = run_ingest(adapter.name, source, out, track=track, relative_paths=relative_paths, **options)
+            except ConfigError as e:
+                console.print(f"[bold red]usage error:[/] {e}")
+                raise typer.Exit(EXIT_USAGE) from None
     summary = result.summary()
     if json_out:
         emit_json(summary)
