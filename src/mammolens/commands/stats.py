@@ -208,7 +208,7 @@ def mcnemar(
             names = score
         y = None if truth is None else check_truth(df[truth], name=f"column {truth!r}", positive=positive)
         res = mcnemar_test(a, b, y_true=y, subset=subset, method=method, correction=not no_correction)
-        d = res.to_dict() | {"a": names[0], "b": names[1]}
+        d = res.to_dict() | {"name_a": names[0], "name_b": names[1]}
         _show(d, json_out, _kv_table(f"McNemar: {names[0]} vs {names[1]} ({subset})", {
             f"b ({names[0]} only)": res.b, f"c ({names[1]} only)": res.c, "statistic": res.statistic,
             "p-value": res.p_value, "method": res.method, "cases": res.n,
