@@ -201,6 +201,7 @@ def run_demo(
     man_ingest = out / "manifest.csv"
     cache_dir = out / "cache"
     man_split = out / "manifest_split.csv"
+    man_eval = out / "manifest_eval.csv"
     runs = {"attention": out / "runs" / "attention", "baseline": out / "runs" / "baseline"}
     preds = {k: out / "predictions" / f"{k}.csv" for k in runs}
     reads_csv = out / "reads.csv"
@@ -272,7 +273,7 @@ def run_demo(
     # 5-6. train -------------------------------------------------------------------------
     def do_train(kind: str) -> Callable[[], tuple[list[Path], dict[str, Any]]]:
         def fn() -> tuple[list[Path], dict[str, Any]]:
-            from mammolens.train import train
+            from mammolens.train.api import train
 
             run = runs[kind]
             resume = (run / "checkpoints" / "last.ckpt").exists()
@@ -295,11 +296,14 @@ def run_demo(
     def do_predict() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.predict import predict
 
+        # validation (to choose the operating point) and test images only
+        df = read_manifest(man_split, resolve_paths=False)
+        write_manifest(df[df["split"].isin(["val", "test"])], man_eval)
         outs = []
         for kind, run in runs.items():
             preds[kind].parent.mkdir(parents=True, exist_ok=True)
-            predict(run, man_split, preds[kind], heatmaps_dir=out / "heatmaps" / kind, cache=cache_dir,
-                    split=["val", "test"], progress=progress)
+            predict(run, man_eval, preds[kind], heatmaps_dir=out / "heatmaps" / kind, cache=cache_dir,
+                    device="cpu", progress=progress)
             outs.append(preds[kind])
         return outs, {}
 
