@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mammolens.data.adapters import get_adapter
-from mammolens.data.adapters._common import STAGE, Track, no_progress
+from mammolens.data.adapters._common import STAGE, Track, header_cache, no_progress
 from mammolens.data.manifest import (
     BREAST_KEY,
     EXAM_KEY,
@@ -133,7 +133,8 @@ def ingest(
     if not source.exists():
         raise FileNotFoundError(2, "not found", str(source))
     qc = QCTable()
-    df = adapter.load(source, qc=qc, track=track, **options)
+    with header_cache(out.with_name(f"{out.stem}_headers.jsonl")):
+        df = adapter.load(source, qc=qc, track=track, **options)
     df = finalize(df, qc, dataset=adapter.name)
     if relative_paths:
         base = out.resolve().parent

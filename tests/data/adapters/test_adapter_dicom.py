@@ -111,3 +111,30 @@ def test_dicom_synthetic_annotations_round_trip(tmp_path, write_dicom):
     row = res.manifest.iloc[0]
     assert row.label == 1 and row.density == "D" and json.loads(row.lesions) == les
     assert not res.qc.rejected
+
+
+def test_dicom_ingest_resumes_from_header_cache(tmp_path, write_dicom):
+    """An interrupted ingest keeps the headers it read; the next run reuses them."""
+    src = tmp_path / "d"
+    for i in range(4):
+        write_dicom(src / f"{i}.dcm", patient_id=f"P{i}", sop=f"1.2.5.{i}")
+    out = tmp_path / "m.csv"
+    cache = tmp_path / "m_headers.jsonl"
+
+    def interrupt_after_two(items, total=None, description=""):
+        for n, it in enumerate(items):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield it
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest("dicom", src, out, track=interrupt_after_two)
+    lines = [json.loads(x) for x in cache.read_text().splitlines()]
+    assert len(lines) == 2 and not out.exists()
+    # prove the second run uses the cache: tamper with a cached vendor
+    lines[0]["meta"]["manufacturer"] = "CachedVendor"
+    cache.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    res = ingest("dicom", src, out)
+    assert len(res.manifest) == 4
+    assert (res.manifest["manufacturer"] == "CachedVendor").sum() == 1
+    assert not cache.exists()  # removed after a successful run

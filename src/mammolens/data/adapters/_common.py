@@ -13,8 +13,11 @@ conventions identical across adapters:
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,12 +178,104 @@ def _numbered(lines: list[str]) -> Iterator[str]:
     yield from lines
 
 
-def read_dicom_header(path: Path, qc: QCTable, *, image_id: str = "", where: str = "") -> dict[str, Any] | None:
-    """``mammolens.io.dicom.read_dicom_metadata`` or ``None`` with a QC rejection."""
+class HeaderCache:
+    """DICOM header results by file (path, size, mtime), appended to a JSON-lines file.
+
+    :func:`mammolens.data.ingest.ingest` opens one beside the manifest
+    (``<stem>_headers.jsonl``) so an interrupted ingest of a large dataset resumes without
+    re-reading the headers it already read; it is removed after a successful run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._items: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                    self._items[item["file"]] = item
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by the interruption
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("a", encoding="utf-8")
+        self.hits = 0
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[str, int, int]:
+        st = path.stat()
+        return str(path.resolve()), int(st.st_size), int(st.st_mtime_ns)
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        """The header metadata of ``path`` (cached); raises the cached or new InputError."""
+        from mammolens.io.dicom import read_dicom_metadata
+
+        try:
+            key, size, mtime = self._stamp(path)
+        except OSError:
+            return read_dicom_metadata(path)
+        item = self._items.get(key)
+        if item and item.get("size") == size and item.get("mtime") == mtime:
+            self.hits += 1
+            if "error" in item:
+                raise InputError(path, item["error"])
+            return dict(item["meta"])
+        try:
+            meta = read_dicom_metadata(path)
+        except InputError as e:
+            self._put({"file": key, "size": size, "mtime": mtime, "error": e.reason})
+            raise
+        self._put({"file": key, "size": size, "mtime": mtime, "meta": meta})
+        return meta
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self._items[item["file"]] = item
+        self._fh.write(json.dumps(item, default=str) + "\n")
+        self._fh.flush()
+
+    def close(self, *, remove: bool = False) -> None:
+        self._fh.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+_HEADER_CACHE: ContextVar[HeaderCache | None] = ContextVar("mammolens_header_cache", default=None)
+
+
+@contextmanager
+def header_cache(path: Path | None) -> Iterator[HeaderCache | None]:
+    """Use a :class:`HeaderCache` at ``path`` for DICOM headers read inside the block.
+
+    The cache file is removed when the block finishes without an exception and kept
+    (for resuming) when it is interrupted.
+    """
+    if path is None:
+        yield None
+        return
+    cache = HeaderCache(path)
+    token = _HEADER_CACHE.set(cache)
+    ok = False
+    try:
+        yield cache
+        ok = True
+    finally:
+        _HEADER_CACHE.reset(token)
+        cache.close(remove=ok)
+
+
+def dicom_metadata(path: Path) -> dict[str, Any]:
+    """``read_dicom_metadata`` through the active header cache, if any."""
+    cache = _HEADER_CACHE.get()
+    if cache is not None:
+        return cache.metadata(path)
     from mammolens.io.dicom import read_dicom_metadata
 
+    return read_dicom_metadata(path)
+
+
+def read_dicom_header(path: Path, qc: QCTable, *, image_id: str = "", where: str = "") -> dict[str, Any] | None:
+    """``mammolens.io.dicom.read_dicom_metadata`` or ``None`` with a QC rejection."""
     try:
-        return read_dicom_metadata(path)
+        return dicom_metadata(path)
     except InputError as e:
         qc.add(STAGE, path, f"unreadable DICOM: {e.reason}{where}", image_id=image_id)
     except Exception as e:  # noqa: BLE001 - a bad file must never stop the good ones

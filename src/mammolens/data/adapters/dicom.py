@@ -47,6 +47,7 @@ from mammolens.data.adapters._common import (
     apply_header,
     density_from_letter,
     density_from_number,
+    dicom_metadata,
     flag_rows,
     new_row,
     no_progress,
@@ -85,7 +86,7 @@ def load(
     annotations: str | Path | None = None,
 ) -> pd.DataFrame:
     """Read every DICOM file under ``source``; join ``annotations`` (see module docstring)."""
-    from mammolens.io.dicom import read_dicom_metadata, validate_mammogram
+    from mammolens.io.dicom import validate_mammogram
 
     source = Path(source)
     if source.is_file():
@@ -100,7 +101,7 @@ def load(
     seen: dict[str, Path] = {}
     for path in track(files, len(files), "reading DICOM headers"):
         try:
-            meta = read_dicom_metadata(path)
+            meta = dicom_metadata(path)
             validate_mammogram(meta, path, require_pixels=False)
         except InputError as e:
             qc.add(STAGE, path, _reason(e.reason))
