@@ -63,6 +63,12 @@ def test_ingest_cli_exit_3_on_rejections(tmp_path):
     assert len(qc.rejected) == 3
 
 
+def test_ingest_cli_nothing_ingested_is_an_error(tmp_path):
+    src = _mias(tmp_path / "none", ["mdb001 X NORM", "mdb002 F NORM"], ["mdb001"])
+    r = runner.invoke(app, ["ingest", "mias", str(src), "-o", str(tmp_path / "m.csv")])
+    assert r.exit_code == 1 and "no image could be ingested" in r.output
+
+
 def test_ingest_cli_usage_errors(good, tmp_path):
     r = runner.invoke(app, ["ingest", "nosuch", str(good), "-o", str(tmp_path / "m.csv")])
     assert r.exit_code == 2 and "unknown dataset format" in r.output

@@ -89,7 +89,13 @@ def ingest(
         emit_json(summary)
     else:
         _print_summary(summary)
-    exit_with(report_qc(result.qc, result.qc_path, what="input(s)"))
+    status = report_qc(result.qc, result.qc_path, what="input(s)")
+    if len(result.manifest) == 0:
+        from mammolens.errors import EXIT_ERROR
+
+        console.print(f"[bold red]error:[/] no image could be ingested from {source}; see the QC table {result.qc_path}")
+        raise typer.Exit(EXIT_ERROR)
+    exit_with(status)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -197,7 +197,7 @@ def parse_info(info: Path, qc: QCTable) -> dict[str, _Entry]:
             continue
         if cls == "NORM":
             if len(tok) > 3:
-                bad(line_no, f"NORM line with extra fields {tok[3:]!r} (ignored)", ref)
+                qc.add(STAGE, info, f"extra fields on a NORM line: line {line_no}: {' '.join(tok[3:])!r} ignored", severity="flag", image_id=ref)
             continue
         if len(tok) < 4 or tok[3].upper() not in SEVERITIES:
             got = tok[3] if len(tok) >= 4 else "nothing"
