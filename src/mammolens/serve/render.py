@@ -155,18 +155,6 @@ def render_png(
     return _png(np.ascontiguousarray(img), "L")
 
 
-def _colormap(v: np.ndarray) -> np.ndarray:
-    """A perceptual 'inferno'-like ramp without matplotlib: (H, W) in [0,1] -> (H, W, 3)."""
-    stops = np.array(
-        [[0.0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1.0, 252, 255, 164]],
-        dtype=np.float32,
-    )
-    out = np.empty(v.shape + (3,), dtype=np.float32)
-    for ch in range(3):
-        out[..., ch] = np.interp(v, stops[:, 0], stops[:, ch + 1])
-    return out
-
-
 def heatmap_png(
     heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.05
 ) -> bytes:
@@ -176,7 +164,9 @@ def heatmap_png(
     hm = np.clip(hm, 0.0, 1.0)
     peak = float(hm.max())
     norm = hm / peak if peak > 0 else hm
-    rgb = _colormap(norm)
+    from mammolens.io.dicom_out import heat_colormap
+
+    rgb = heat_colormap(norm)
     alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.7 * 255.0
     rgba = np.dstack([rgb, alpha]).astype(np.uint8)
     if hanging and d.mirror:

@@ -122,3 +122,49 @@ def heatmap_peak(arr: np.ndarray) -> tuple[float, float]:
     """``(x, y)`` of the heatmap maximum (pixel centre, original coordinates)."""
     i, j = np.unravel_index(int(np.argmax(arr)), arr.shape)
     return float(j) + 0.5, float(i) + 0.5
+
+
+def write_untrained_run(
+    run_dir: str | Path,
+    *,
+    preset: str = "tiny",
+    overrides: dict | None = None,
+    image_size: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a run folder holding a randomly initialised model (no training).
+
+    For smoke tests, benchmarks of the service's throughput and demos: the scores are
+    meaningless but every stage (scoring, heatmaps, DICOM outputs) runs as with a trained
+    run. The checkpoint has the layout ``mammolens train`` writes
+    (``checkpoints/last.ckpt`` with ``state_dict``, ``hyper_parameters.config`` and the
+    ``mammolens`` metadata), so :func:`mammolens.predict.load_predictor` loads it.
+    """
+    import json
+
+    import torch
+
+    from mammolens import __version__
+    from mammolens.config import load_config
+    from mammolens.data.preprocess import PreprocessSettings
+    from mammolens.train.module import MammoLitModule
+
+    torch.manual_seed(seed)
+    cfg = load_config(preset, overrides or {})
+    cfg_d = cfg.model_dump(mode="json")
+    pre = PreprocessSettings() if image_size is None else PreprocessSettings(size=tuple(image_size))
+    meta = {"preprocess": pre.model_dump(mode="json"), "version": __version__, "untrained": True,
+            "model": cfg.model.name, "manifest_hash": None}
+    module = MammoLitModule(cfg_d, meta=meta)
+    run = Path(run_dir)
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": {"config": cfg_d, "pos_weight": None},
+         "mammolens": meta},
+        run / "checkpoints" / "last.ckpt",
+    )
+    (run / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    import yaml
+
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg_d, sort_keys=False), encoding="utf-8")
+    return run

@@ -1,0 +1,433 @@
+"""DICOM results of the model, for PACS viewers (library functions, usable without the service).
+
+* :func:`make_sr` -- a TID 1500 *Imaging Measurement Report* (Comprehensive 3D SR, built
+  with highdicom): per image, the AI probability of malignancy with the location of the
+  heatmap peak as a spatial coordinate (POINT) on the source image; per breast and per
+  exam, the rolled-up probability.
+* :func:`make_heatmap_secondary_capture` -- the mammogram with the heatmap blended in
+  colour (RGB Secondary Capture: every viewer shows it).
+* :func:`make_heatmap_segmentation` -- the heatmap as a FRACTIONAL DICOM Segmentation
+  referencing the source image (viewers that support SEG overlay it themselves).
+* :func:`write_study_results` -- all of the above for one study, written to a folder.
+
+Every object is marked research-only: its Series Description ends with
+``NOT FOR CLINICAL USE`` and the SR states it in a text item.
+
+References: DICOM PS3.16 TID 1500 (Measurement Report), TID 1410/1501 (planar ROI and
+measurement groups); PS3.3 A.8 (Secondary Capture), A.51 (Segmentation); Herrmann et al.,
+"Implementing the DICOM standard for digital pathology" / highdicom (J Digit Imaging 2022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammolens import __version__
+from mammolens.errors import InputError
+
+NOT_CLINICAL = "NOT FOR CLINICAL USE"
+#: private coding scheme of the service's concepts (PS3.16 8.3: local coding schemes)
+SCHEME = "99MAMMOLENS"
+PROB_CODE = ("MLPROB", SCHEME, "AI probability of malignancy")
+SERIES_NUMBERS = {"sr": 9001, "sc": 9002, "seg": 9003}
+
+
+def series_description(what: str) -> str:
+    """``"mammolens AI <what> - NOT FOR CLINICAL USE"`` (at most 64 characters, LO)."""
+    text = f"mammolens AI {what} - {NOT_CLINICAL}"
+    return text if len(text) <= 64 else f"mammolens AI - {NOT_CLINICAL}"
+
+
+@dataclass(frozen=True)
+class ImageFinding:
+    """The model's result for one source image.
+
+    Attributes
+    ----------
+    sop_instance_uid
+        Of the source image (must be one of the datasets passed with it).
+    score
+        Image-level probability of malignancy in [0, 1].
+    breast_score
+        Breast-level probability (``None``: the image score).
+    peak
+        ``(x, y)`` of the heatmap maximum in the source image's pixel coordinates
+        (column, row; continuous, origin at the top-left corner), or ``None``.
+    """
+
+    sop_instance_uid: str
+    score: float
+    breast_score: float | None = None
+    peak: tuple[float, float] | None = None
+
+
+def _check_prob(x: float, what: str) -> float:
+    x = float(x)
+    if not 0.0 <= x <= 1.0 or np.isnan(x):
+        raise ValueError(f"{what} must be a probability in [0, 1], got {x}")
+    return x
+
+
+def _laterality_code(lat: str):
+    from pydicom.sr.codedict import codes
+
+    return {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(lat).upper())
+
+
+def make_sr(
+    sources: Sequence[Any],
+    findings: Sequence[ImageFinding],
+    *,
+    exam_score: float,
+    model_name: str,
+    operating_point: float | None = None,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = SERIES_NUMBERS["sr"],
+    instance_number: int = 1,
+):
+    """A TID 1500 measurement report of the AI results (``highdicom.sr.Comprehensive3DSR``).
+
+    Parameters
+    ----------
+    sources
+        The study's source images (pydicom datasets): the evidence of the report.
+    findings
+        One :class:`ImageFinding` per scored image.
+    exam_score
+        Exam-level probability of malignancy.
+    model_name
+        Recorded as the observer device's model name.
+    operating_point
+        When given, a ``Finding`` qualitative evaluation states whether the exam score is
+        at or above it (the worklist flag).
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if not sources:
+        raise ValueError("make_sr needs the source images")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    exam_score = _check_prob(exam_score, "exam_score")
+    prob = hd.sr.CodedConcept(*PROB_CODE)
+    unit = hd.sr.CodedConcept("1", "UCUM", "no units")
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=hd.UID(), name="mammolens", manufacturer_name="mammolens", model_name=str(model_name)[:64]
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    groups: list[Any] = []
+    breast: dict[str, float] = {}
+    for i, f in enumerate(findings, start=1):
+        ds = by_uid.get(str(f.sop_instance_uid))
+        if ds is None:
+            raise ValueError(f"finding {i}: SOP Instance UID {f.sop_instance_uid} is not among the sources")
+        score = _check_prob(f.score, f"finding {i} score")
+        lat = str(getattr(ds, "ImageLaterality", "") or getattr(ds, "Laterality", "") or "").upper()
+        if lat in ("L", "R"):
+            bs = _check_prob(f.breast_score if f.breast_score is not None else score, f"finding {i} breast score")
+            breast[lat] = max(breast.get(lat, 0.0), bs)
+        site = [hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=_laterality_code(lat))] if lat in ("L", "R") else None
+        tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"AI image {i}")
+        meas = [hd.sr.Measurement(name=prob, value=round(score, 6), unit=unit)]
+        if f.peak is not None:
+            x, y = (float(v) for v in f.peak)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            if not (0 <= x <= cols and 0 <= y <= rows):
+                raise ValueError(f"finding {i}: peak {f.peak} outside the {cols}x{rows} image")
+            region = hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POINT,
+                graphic_data=np.array([[x, y]], dtype=float),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(ds),
+            )
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    referenced_region=region,
+                    finding_type=codes.SCT.Neoplasm,
+                    finding_sites=site,
+                    measurements=meas,
+                    algorithm_id=hd.sr.AlgorithmIdentification(name="mammolens", version=__version__),
+                )
+            )
+        else:
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    finding_type=codes.SCT.Neoplasm,
+                    finding_sites=site,
+                    measurements=meas,
+                    source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)],
+                )
+            )
+    for lat, bs in sorted(breast.items()):
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"AI breast {lat}"),
+                finding_type=codes.SCT.Breast,
+                finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=_laterality_code(lat))],
+                measurements=[hd.sr.Measurement(name=prob, value=round(bs, 6), unit=unit)],
+            )
+        )
+    quals = None
+    if operating_point is not None:
+        op = _check_prob(operating_point, "operating_point")
+        quals = [
+            hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept("MLFLAG", SCHEME, f"AI score at or above operating point {op:.3f}"),
+                value=codes.SCT.Yes if exam_score >= op else codes.SCT.No,
+            )
+        ]
+    groups.append(
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="AI exam"),
+            finding_type=codes.SCT.Breast,
+            measurements=[hd.sr.Measurement(name=prob, value=round(exam_score, 6), unit=unit)],
+            qualitative_evaluations=quals,
+        )
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=hd.sr.CodedConcept("24606-6", "LN", "MG Breast Screening"),
+        imaging_measurements=groups,
+        title=codes.cid7021.ImagingMeasurementReport,
+    )
+    first = sources[0]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(sources),
+        content=report,
+        series_number=series_number,
+        series_instance_uid=series_instance_uid or hd.UID(),
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        instance_number=instance_number,
+        manufacturer="mammolens",
+        is_complete=True,
+        is_final=False,
+        series_description=series_description("report"),
+        institution_name=getattr(first, "InstitutionName", None),
+    )
+    sr.ContentQualification = "RESEARCH"
+    return sr
+
+
+def _grey01(ds: Any) -> np.ndarray:
+    """Display-ready grey image in [0, 1] (VOI applied, MONOCHROME1 inverted)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    try:
+        arr = apply_voi_lut(arr, ds).astype(np.float32)
+    except Exception:  # noqa: BLE001 - no/odd VOI: min-max below
+        pass
+    lo, hi = float(np.percentile(arr, 0.5)), float(np.percentile(arr, 99.5))
+    out = np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+        out = 1.0 - out
+    return out
+
+
+def _check_heatmap(heat: np.ndarray, ds: Any) -> np.ndarray:
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != (int(ds.Rows), int(ds.Columns)):
+        raise ValueError(
+            f"heatmap shape {heat.shape} != image shape {(int(ds.Rows), int(ds.Columns))}: "
+            "map it to the original geometry first (load_heatmap(..., geometry='original'))"
+        )
+    return np.clip(np.nan_to_num(heat), 0.0, 1.0)
+
+
+def heat_colormap(v: np.ndarray) -> np.ndarray:
+    """A perceptual 'inferno'-like ramp without matplotlib: (H, W) in [0,1] -> (H, W, 3)."""
+    stops = np.array(
+        [[0.0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1.0, 252, 255, 164]],
+        dtype=np.float32,
+    )
+    out = np.empty(v.shape + (3,), dtype=np.float32)
+    for ch in range(3):
+        out[..., ch] = np.interp(v, stops[:, 0], stops[:, ch + 1])
+    return out
+
+
+def blend_heatmap(grey01: np.ndarray, heat01: np.ndarray, *, opacity: float = 0.45) -> np.ndarray:
+    """RGB uint8: the grey image with a colour heatmap blended where the map is high."""
+    peak = float(heat01.max())
+    norm = heat01 / peak if peak > 0 else heat01
+    alpha = (opacity * np.clip((norm - 0.05) / 0.95, 0.0, 1.0))[..., None]
+    rgb = heat_colormap(norm) / 255.0
+    grey = np.repeat(grey01[..., None], 3, axis=2)
+    return (np.clip((1 - alpha) * grey + alpha * rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def make_heatmap_secondary_capture(
+    source: Any,
+    heatmap: np.ndarray,
+    *,
+    opacity: float = 0.45,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = SERIES_NUMBERS["sc"],
+    instance_number: int = 1,
+):
+    """The source mammogram with ``heatmap`` (original geometry, [0, 1]) blended in colour.
+
+    Returns a ``highdicom.sc.SCImage`` (RGB, same patient/study as ``source``).
+    """
+    import highdicom as hd
+
+    heat = _check_heatmap(heatmap, source)
+    rgb = blend_heatmap(_grey01(source), heat, opacity=opacity)
+    orientation = list(getattr(source, "PatientOrientation", []) or [])
+    if len(orientation) != 2 or not all(orientation):
+        orientation = ["A", "F"]
+    lat = str(getattr(source, "ImageLaterality", "") or getattr(source, "Laterality", "") or "")
+    sc = hd.sc.SCImage.from_ref_dataset(
+        source,
+        pixel_array=rgb,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        series_instance_uid=series_instance_uid or hd.UID(),
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        series_number=series_number,
+        instance_number=instance_number,
+        manufacturer="mammolens",
+        patient_orientation=tuple(orientation),
+        laterality=lat if lat in ("L", "R") else None,
+        series_description=series_description("heatmap overlay"),
+    )
+    sc.DerivationDescription = f"AI heatmap blended over the source image; {NOT_CLINICAL}"
+    sc.BurnedInAnnotation = "NO"
+    return sc
+
+
+def make_heatmap_segmentation(
+    source: Any,
+    heatmap: np.ndarray,
+    *,
+    model_name: str,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = SERIES_NUMBERS["seg"],
+    instance_number: int = 1,
+):
+    """The heatmap as a FRACTIONAL (probability) DICOM Segmentation of ``source``."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    heat = _check_heatmap(heatmap, source)
+    algo = hd.AlgorithmIdentificationSequence(
+        name="mammolens", version=__version__, family=codes.cid7162.ArtificialIntelligence,
+        parameters={"model": str(model_name)[:64]},
+    )
+    desc = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="AI malignancy heatmap",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo,
+    )
+    # a projection image has no slice thickness, but readers of the Pixel Measures
+    # Sequence expect one: record the nominal 1 mm with the (imager) pixel spacing
+    spacing = getattr(source, "PixelSpacing", None) or getattr(source, "ImagerPixelSpacing", None)
+    pixel_measures = (
+        hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0)
+        if spacing is not None and len(spacing) == 2
+        else None
+    )
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_measures=pixel_measures,
+        pixel_array=heat[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=[desc],
+        series_instance_uid=series_instance_uid or hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        instance_number=instance_number,
+        manufacturer="mammolens",
+        manufacturer_model_name=str(model_name)[:64] or "mammolens",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=series_description("heatmap segmentation"),
+        max_fractional_value=255,
+    )
+    return seg
+
+
+@dataclass
+class StudyImage:
+    """One scored source image for :func:`write_study_results`."""
+
+    path: Path
+    score: float
+    breast_score: float | None = None
+    heatmap: np.ndarray | None = None  # original geometry, [0, 1]
+    peak: tuple[float, float] | None = None
+
+
+def write_study_results(
+    images: Sequence[StudyImage],
+    out_dir: str | Path,
+    *,
+    exam_score: float,
+    model_name: str,
+    operating_point: float | None = None,
+    segmentation: bool = True,
+    secondary_capture: bool = True,
+) -> dict[str, list[Path]]:
+    """Write the SR, heatmap secondary captures and segmentations of one study.
+
+    Returns ``{"sr": [path], "sc": [paths], "seg": [paths]}``; files are named by their
+    SOP Instance UID. All images must belong to one study.
+    """
+    import highdicom as hd
+    import pydicom
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for im in images:
+        try:
+            sources.append(pydicom.dcmread(str(im.path)))
+        except Exception as e:  # noqa: BLE001
+            raise InputError(im.path, f"cannot read source DICOM ({type(e).__name__})") from None
+    studies = {str(ds.StudyInstanceUID) for ds in sources}
+    if len(studies) != 1:
+        raise ValueError(f"images from {len(studies)} studies: write one study at a time")
+    written: dict[str, list[Path]] = {"sr": [], "sc": [], "seg": []}
+    findings = []
+    for im, ds in zip(images, sources, strict=True):
+        peak = im.peak
+        if peak is None and im.heatmap is not None:
+            h = np.asarray(im.heatmap)
+            r, c = np.unravel_index(int(np.argmax(h)), h.shape)
+            peak = (float(c) + 0.5, float(r) + 0.5)
+        findings.append(ImageFinding(str(ds.SOPInstanceUID), im.score, im.breast_score, peak))
+    sr = make_sr(sources, findings, exam_score=exam_score, model_name=model_name, operating_point=operating_point)
+    p = out / f"{sr.SOPInstanceUID}.dcm"
+    sr.save_as(p)
+    written["sr"].append(p)
+    sc_series, seg_series = hd.UID(), hd.UID()
+    for n, (im, ds) in enumerate(zip(images, sources, strict=True), start=1):
+        if im.heatmap is None:
+            continue
+        if secondary_capture:
+            sc = make_heatmap_secondary_capture(ds, im.heatmap, series_instance_uid=sc_series, instance_number=n)
+            p = out / f"{sc.SOPInstanceUID}.dcm"
+            sc.save_as(p)
+            written["sc"].append(p)
+        if segmentation:
+            seg = make_heatmap_segmentation(ds, im.heatmap, model_name=model_name, series_instance_uid=seg_series, instance_number=n)
+            p = out / f"{seg.SOPInstanceUID}.dcm"
+            seg.save_as(p)
+            written["seg"].append(p)
+    return written
