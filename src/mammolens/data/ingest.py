@@ -12,6 +12,7 @@ never stop the good ones. Roll-ups of the image labels per breast and per exam:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ def ingest(
     if relative_paths:
         base = out.resolve().parent
         df["path"] = [_rel(p, base) for p in df["path"]]
+        df["lesions"] = [_rel_masks(s, base) for s in df["lesions"]]
     write_manifest(df, out)
     qc_path = qc.write_csv(qc_path_for(out))
     return IngestResult(df, qc, out, qc_path, adapter.name, str(source))
@@ -151,6 +153,17 @@ def _rel(p: str, base: Path) -> str:
         return Path(os.path.relpath(p, base)).as_posix()
     except ValueError:  # another drive on Windows
         return p
+
+
+def _rel_masks(cell: str, base: Path) -> str:
+    """Make ``mask`` lesion paths relative to ``base`` (other shapes untouched)."""
+    if not cell or '"mask"' not in cell:
+        return cell
+    items = json.loads(cell)
+    for le in items:
+        if le.get("shape") == "mask" and Path(str(le.get("path", ""))).is_absolute():
+            le["path"] = _rel(str(le["path"]), base)
+    return json.dumps(items, separators=(",", ":"))
 
 
 def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:

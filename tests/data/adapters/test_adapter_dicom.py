@@ -138,3 +138,17 @@ def test_dicom_ingest_resumes_from_header_cache(tmp_path, write_dicom):
     assert len(res.manifest) == 4
     assert (res.manifest["manufacturer"] == "CachedVendor").sum() == 1
     assert not cache.exists()  # removed after a successful run
+
+
+def test_relative_paths_cover_masks(tmp_path, write_dicom):
+    src = tmp_path / "c" / "dicom"
+    write_dicom(src / "x.dcm", patient_id="S1", sop="1.2.3.300", study="1.2.3.400")
+    (tmp_path / "c" / "masks").mkdir()
+    (tmp_path / "c" / "masks" / "m.png").write_bytes(b"")
+    les = [{"shape": "mask", "path": "masks/m.png", "pathology": "malignant"}]
+    pd.DataFrame([{"sop_instance_uid": "1.2.3.300", "label": 1, "lesions": json.dumps(les)}]).to_csv(
+        tmp_path / "c" / "ann.csv", index=False)
+    res = ingest("dicom", src, tmp_path / "c" / "m.csv", annotations=tmp_path / "c" / "ann.csv", relative_paths=True)
+    row = res.manifest.iloc[0]
+    assert row.path == "dicom/x.dcm"
+    assert json.loads(row.lesions)[0]["path"] == "masks/m.png"
