@@ -88,3 +88,24 @@ def test_cli_json(cohort: dict, tmp_path: Path) -> None:
     head = json.loads(r.stdout[r.stdout.index("{"):])
     assert 0.5 < head["auc_image"]["auc"] <= 1
     assert (tmp_path / "o" / "report.html").exists()
+
+
+def test_qc_exclusions_in_flow(cohort: dict, tmp_path: Path) -> None:
+    from mammolens.qc import QCTable
+
+    qc = QCTable()
+    qc.add("ingest", "/x/a.dcm", "not a DICOM file: bad preamble")
+    qc.add("ingest", "/x/b.dcm", "not a DICOM file: truncated")
+    qc.add("ingest", "/x/c.dcm", "wrong modality: CT")
+    m = pd.read_csv(cohort["manifest"], dtype=str, keep_default_na=False)
+    qc.add("preprocess", m["path"][0], "no breast found", image_id=m["image_id"][0])
+    qc.add("preprocess", "gone.png", "cannot decode", image_id="gone_image")
+    qc.write_csv(tmp_path / "qc.csv")
+    res = evaluate(cohort["predictions"], cohort["manifest"], tmp_path / "out", qc=[tmp_path / "qc.csv"], svg=False, gallery_size=0)
+    flow = {f["step"]: f for f in res.results["cohort"]["flow"]}
+    assert flow["rejected at ingest (QC)"]["excluded"] == 3
+    assert flow["rejected at ingest (QC)"]["reasons"] == {"not a DICOM file": 2, "wrong modality": 1}
+    assert flow["rejected at preprocess (QC)"]["excluded"] == 2
+    assert flow["inputs found"]["n"] == 120 + 4  # 3 ingest + 1 preprocess rejection not in the manifest
+    assert (tmp_path / "out" / "tables" / "qc_exclusions.csv").exists()
+    assert "no breast found: 1" in res.report_path.read_text()

@@ -337,22 +337,34 @@ def flow_section(
     n_without_label: int,
     n_analysed: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """The inclusion flow: files -> manifest -> preprocessing -> split -> analysed."""
+    """The inclusion flow: inputs -> QC exclusions per stage (with reasons) -> split -> analysed.
+
+    A QC rejection counts at its own ``stage`` (ingest, preprocess, ...); images rejected
+    after ingest whose id is still in the manifest count once, at their first stage.
+    """
     ids = set(manifest["image_id"])
-    ingest_rej = [r for r in qc.rejected if r.image_id not in ids]
-    later_rej = [r for r in qc.rejected if r.image_id in ids]
-    later_ids = {r.image_id for r in later_rej}
-
-    def reasons(rows: list) -> dict[str, int]:
-        t = QCTable(rows)
-        return dict(t.reasons("reject").most_common())
-
+    rej = qc.rejected
+    stages: list[str] = []
+    for r in rej:
+        if (r.stage or "qc") not in stages:
+            stages.append(r.stage or "qc")
+    order = {"ingest": 0, "preprocess": 1}
+    stages.sort(key=lambda st: order.get(st, 2))
+    seen: set[str] = set()
+    steps = []
+    n_removed_outside_manifest = 0
+    for st in stages:
+        rows = [r for r in rej if (r.stage or "qc") == st and (not r.image_id or r.image_id not in seen)]
+        keys = {r.image_id or r.path for r in rows}
+        seen |= {r.image_id for r in rows if r.image_id}
+        n_removed_outside_manifest += len({k for k in keys if k not in ids})
+        steps.append({"step": f"rejected at {st} (QC)", "n": None, "excluded": len(keys),
+                      "reasons": dict(QCTable(rows).reasons("reject").most_common())})
     n_manifest = len(manifest)
-    flow = [
-        {"step": "inputs found", "n": n_manifest + len(ingest_rej), "excluded": None, "reasons": {}},
-        {"step": "rejected at ingest (QC)", "n": None, "excluded": len(ingest_rej), "reasons": reasons(ingest_rej)},
+    flow = [{"step": "inputs found", "n": n_manifest + n_removed_outside_manifest, "excluded": None, "reasons": {}}]
+    flow += steps
+    flow += [
         {"step": "images in manifest", "n": n_manifest, "excluded": None, "reasons": {}},
-        {"step": "rejected after ingest (preprocess QC)", "n": None, "excluded": len(later_ids), "reasons": reasons(later_rej)},
         {"step": f"images in split {split!r}", "n": n_in_split, "excluded": None, "reasons": {}},
         {"step": "no prediction for image", "n": None, "excluded": n_without_prediction, "reasons": {}},
         {"step": "no ground-truth label", "n": None, "excluded": n_without_label, "reasons": {}},
