@@ -409,7 +409,7 @@ def pretrain_backbone(
             opt.step()
             sched.step()
             step += 1
-            tot_loss += float(loss) * idx.numel()
+            tot_loss += float(loss.detach()) * idx.numel()
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += idx.numel()
             if max_steps is not None and step >= max_steps:
