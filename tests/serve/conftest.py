@@ -141,3 +141,34 @@ def service_app(tmp_path: Path, db_url: str):
         create_user(s, "r2", PASSWORD, role="reader")
     with TestClient(app) as client:
         yield app, Api(client), scorer
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """An untrained attention_tiny run folder (small input, no Grad-CAM: fast on CPU)."""
+    from mammolens.serve.scoring import write_untrained_run
+
+    return write_untrained_run(
+        tmp_path_factory.mktemp("runs") / "tiny", preset="tiny", image_size=(128, 64),
+        overrides={"predict.gradcam": False},
+    )
+
+
+@pytest.fixture
+def model_app(tmp_path: Path, tiny_run: Path):
+    """The service with the real (untrained) tiny model, DICOM outputs on, a watched folder."""
+    from fastapi.testclient import TestClient
+
+    from mammolens.serve.app import ServeSettings, create_app
+    from mammolens.serve.auth import create_user
+
+    settings = ServeSettings(
+        model=tiny_run, data_dir=tmp_path / "data", secret_key=SECRET, operating_point=0.5,
+        watch_dir=tmp_path / "inbox", watch_interval_s=0.3,
+    )
+    app = create_app(settings)
+    with app.state.svc.db.session() as s:
+        create_user(s, "admin", PASSWORD, role="admin")
+        create_user(s, "r1", PASSWORD, role="reader")
+    with TestClient(app) as client:
+        yield app, Api(client)
