@@ -54,24 +54,28 @@ def patient_table(
         if c == "label":
             keys.append(pt["label"].map(lambda v: UNKNOWN if pd.isna(v) else str(int(v))))
         else:
-            vals = df[c].astype(str).where(df[c].notna() & (df[c].astype(str) != ""), None)
-            mode = vals.groupby(df["patient_id"]).agg(_mode)
-            keys.append(mode.reindex(pt.index).fillna(UNKNOWN).astype(str))
+            keys.append(_patient_mode(df, c).reindex(pt.index).fillna(UNKNOWN).astype(str))
             pt[c] = keys[-1]
     if keys:
-        pt["stratum"] = pd.concat(keys, axis=1).astype(str).agg("|".join, axis=1)
+        stratum = keys[0].astype(str)
+        for k in keys[1:]:
+            stratum = stratum + "|" + k.astype(str)
+        pt["stratum"] = stratum
     else:
         pt["stratum"] = "all"
     return pt.reset_index()
 
 
-def _mode(s: pd.Series) -> Any:
-    s = s.dropna()
-    if s.empty:
-        return None
-    counts = s.value_counts()
-    top = counts[counts == counts.max()].index
-    return sorted(top)[0]
+def _patient_mode(df: pd.DataFrame, column: str) -> pd.Series:
+    """Each patient's most common non-empty value of ``column`` (ties: smallest value)."""
+    vals = df[column].astype(str)
+    ok = df[column].notna() & (vals != "") & (vals.str.lower() != "nan")
+    d = pd.DataFrame({"patient_id": df["patient_id"][ok].to_numpy(), "v": vals[ok].to_numpy()})
+    if d.empty:
+        return pd.Series(dtype=object)
+    counts = d.groupby(["patient_id", "v"], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["patient_id", "n", "v"], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates("patient_id").set_index("patient_id")["v"]
 
 
 def _shuffled_strata(pt: pd.DataFrame, seed: int) -> list[np.ndarray]:
