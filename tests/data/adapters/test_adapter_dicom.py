@@ -25,6 +25,8 @@ def tree(tmp_path, write_dicom):
                 view_modifiers=["spot"])
     write_dicom(src / "p3" / "implant.dcm", patient_id="P3", laterality="L", view="XCCL", sop="1.2.840.1.6", study="1.2.840.9.3",
                 implant=True)
+    write_dicom(src / "p3" / "mag.dcm", patient_id="P3", laterality="L", view="CC", sop="1.2.840.1.8", study="1.2.840.9.3",
+                view_modifiers=["magnification"])
     # rejected
     write_dicom(src / "p4" / "ct.dcm", patient_id="P4", modality="CT", sop="1.2.840.1.7",
                 extra={"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"})  # CT Image Storage
@@ -39,7 +41,7 @@ def tree(tmp_path, write_dicom):
 def test_dicom_metadata_and_qc(tree, tmp_path):
     res = ingest("dicom", tree, tmp_path / "m.csv")
     df = res.manifest.set_index("image_id")
-    assert set(df.index) == {f"1.2.840.1.{i}" for i in range(1, 7)}
+    assert set(df.index) == {f"1.2.840.1.{i}" for i in (1, 2, 3, 4, 5, 6, 8)}
     a = df.loc["1.2.840.1.1"]
     assert (a.patient_id, a.study_id, a.laterality, a.view, a.manufacturer) == ("P1", "1.2.840.9.1", "L", "CC", "Hologic")
     assert a.age == 55 and int(a.height) == 40 and int(a.width) == 32
@@ -47,6 +49,7 @@ def test_dicom_metadata_and_qc(tree, tmp_path):
     assert "for_processing" in df.loc["1.2.840.1.4", "flags"]
     assert "spot" in df.loc["1.2.840.1.5", "flags"]
     assert "implant" in df.loc["1.2.840.1.6", "flags"] and "non_standard_view" in df.loc["1.2.840.1.6", "flags"]
+    assert "magnification" in df.loc["1.2.840.1.8", "flags"]
     assert df.loc["1.2.840.1.1", "flags"] == ""
     assert df["label"].isna().all()  # no annotations: labels unknown
     rej = {r.path.split("/")[-1]: r.reason for r in res.qc.rejected}
@@ -55,7 +58,7 @@ def test_dicom_metadata_and_qc(tree, tmp_path):
     assert rej["dup.dcm"].startswith("duplicate SOP Instance UID")
     assert rej["notes.txt"].startswith("not DICOM")
     flagged = {r.image_id for r in res.qc.flagged}
-    assert {"1.2.840.1.4", "1.2.840.1.5", "1.2.840.1.6"} <= flagged
+    assert {"1.2.840.1.4", "1.2.840.1.5", "1.2.840.1.6", "1.2.840.1.8"} <= flagged
 
 
 def test_dicom_annotations_join(tree, tmp_path):
