@@ -227,20 +227,10 @@ class Preprocessed:
 
 
 def _read_source(path: Path, settings: PreprocessSettings) -> np.ndarray:
-    """Decode an image file with :func:`mammolens.io.read_image`."""
-    try:
-        from mammolens.io import images as _images
-    except ImportError as e:  # pragma: no cover - the io package ships with mammolens
-        raise MammolensError(f"mammolens.io.images is not available ({e})") from None
-    if settings.window == "auto":
-        loaded = _images.read_image(path)
-    else:
-        try:
-            loaded = _images.read_image(path, window=settings.window)
-        except TypeError:
-            raise InputError(path, "this reader cannot select a DICOM window; use --window auto") from None
-    pixels = getattr(loaded, "pixels", loaded)
-    return np.asarray(pixels)
+    """Decode an image file with :func:`mammolens.io.read_image` (``voi`` = the window)."""
+    from mammolens.io.images import read_image
+
+    return np.asarray(read_image(path, voi=settings.window).pixels)
 
 
 def _as_float_image(arr: np.ndarray, where: str | Path | None) -> np.ndarray:
@@ -851,8 +841,8 @@ def preprocess_manifest(
     chunksize
         Tasks per ``imap_unordered`` chunk (default: a few per worker and round).
     mp_context
-        Multiprocessing start method (``"fork"``, ``"spawn"``, ``"forkserver"``;
-        default: the platform's).
+        Multiprocessing start method (default ``"forkserver"`` where available, else
+        ``"spawn"``; ``"fork"`` can deadlock once OpenCV's thread pool has started).
 
     Returns
     -------
@@ -941,7 +931,9 @@ def preprocess_manifest(
         if workers == 1 or len(todo) <= 1:
             results: Iterator[dict[str, Any]] = (_process_task(t) for t in tasks)
         else:
-            ctx = mp.get_context(mp_context) if mp_context else mp.get_context()
+            # never plain fork: a forked child inherits OpenCV/BLAS thread-pool locks (deadlock)
+            default = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            ctx = mp.get_context(mp_context or default)
             pool = ctx.Pool(min(workers, len(todo)), initializer=_worker_init)
             cs = chunksize or max(1, min(16, len(todo) // (workers * 8)))
             results = pool.imap_unordered(_process_task, tasks, chunksize=cs)
