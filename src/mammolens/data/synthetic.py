@@ -61,14 +61,20 @@ _MODIFIER_SCT = {
     "implant": ("399209000", "Implant Displaced"),
 }
 
+_UID_NAMESPACE = __import__("uuid").UUID("6f0c2b7e-4d1a-5b8e-9a3c-6d616d6d6f6c")
 _IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1447.1"  # mammolens implementation class
 
 
 def deterministic_uid(*parts: object) -> str:
-    """A reproducible DICOM UID (``2.25.<int>``) derived from ``parts`` (PS3.5 B.2)."""
-    from pydicom.uid import generate_uid
+    """A reproducible DICOM UID ``2.25.<int>`` derived from ``parts``.
 
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    The integer is a name-based (SHA-1, version 5) UUID of the parts, as PS3.5 B.2 allows
+    for UUID-derived UIDs; the same parts always give the same UID.
+    """
+    import uuid
+
+    name = "\x1f".join(str(p) for p in parts)
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
 
 
 def _resolve_ts(transfer_syntax: str) -> Any:
@@ -1009,6 +1015,16 @@ def _make_patient(args: tuple[Any, ...]) -> list[dict[str, str]]:
     return rows
 
 
+def _worker_init() -> None:
+    """One thread per worker process (the pool provides the parallelism)."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def _write_png(path: Path, arr: np.ndarray) -> None:
     import cv2
 
@@ -1122,7 +1138,7 @@ def synthesize_cohort(
     if workers > 1 and len(args) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
             for i, rows in zip(todo, pool.map(_make_patient, args, chunksize=1), strict=True):
                 finish(i, rows)
     else:
