@@ -76,6 +76,10 @@ def test_ingest_cli_usage_errors(good, tmp_path):
     assert r.exit_code == 2 and "--map" in r.output
     r = runner.invoke(app, ["ingest", "mias", str(tmp_path / "absent"), "-o", str(tmp_path / "m.csv")])
     assert r.exit_code == 1 and "not found" in r.output
+    r = runner.invoke(app, ["ingest", "inbreast", str(good / "Info.txt"), "-o", str(tmp_path / "m.csv")])
+    assert r.exit_code == 1 and "expects the dataset's folder" in r.output
+    r = runner.invoke(app, ["ingest", "csv", str(good), "-o", str(tmp_path / "m.csv")])
+    assert r.exit_code == 1 and "expects a table file" in r.output
     r = runner.invoke(app, ["ingest", "mias", str(good), "-o", str(tmp_path / "m.txt")])
     assert r.exit_code == 2 and ".csv or .parquet" in r.output
     assert runner.invoke(app, ["ingest", "--help"]).exit_code == 0

@@ -30,7 +30,7 @@ from mammolens.data.manifest import (
     normalize_manifest,
     write_manifest,
 )
-from mammolens.errors import ConfigError, ManifestError
+from mammolens.errors import ConfigError, InputError, ManifestError
 from mammolens.qc import QCTable
 
 _OUTCOME_RANK = {"normal": 0, "benign": 1, "malignant": 2}
@@ -133,6 +133,9 @@ def ingest(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(2, "not found", str(source))
+    if adapter.name != "dicom" and (source.is_dir() != (adapter.name != "csv")):
+        want = "a table file" if adapter.name == "csv" else "the dataset's folder"
+        raise InputError(source, f"format {adapter.name!r} expects {want}")
     qc = QCTable()
     with header_cache(out.with_name(f"{out.stem}_headers.jsonl")):
         df = adapter.load(source, qc=qc, track=track, **options)
