@@ -233,9 +233,16 @@ def _read_source(path: Path, settings: PreprocessSettings) -> np.ndarray:
     return np.asarray(read_image(path, voi=settings.window).pixels)
 
 
-def _as_float_image(arr: np.ndarray, where: str | Path | None) -> np.ndarray:
-    """Validate a decoded image and bring it to float32 in [0, 1] (no copy when already)."""
+def _as_float_image(arr: np.ndarray, where: str | Path | None, *, trusted: bool = False) -> np.ndarray:
+    """Validate a decoded image and bring it to float32 in [0, 1] (no copy when already).
+
+    ``trusted``: float32 pixels from :func:`mammolens.io.read_image`, which guarantees finite
+    values in [0, 1]; the full-image range scan is skipped (blank images are caught on the
+    segmentation's downsampled copy).
+    """
     a = np.asarray(arr)
+    if trusted and a.ndim == 2 and a.dtype == np.float32 and min(a.shape) >= 16:
+        return a
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
         a = a[..., :3].mean(axis=2) if a.shape[2] > 1 else a[..., 0]
     if a.ndim != 2:
@@ -322,6 +329,11 @@ def segment_breast(img: np.ndarray, settings: PreprocessSettings, *, where: str 
 
     small, fy, fx = _downsample(img, settings.seg_size)
     sh, sw = small.shape
+    lo, hi = float(small.min()), float(small.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(where, "image contains NaN or infinite values")
+    if hi - lo < 1e-6:
+        raise InputError(where, f"blank image: every pixel is {lo:g}")
     u8 = (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     u8 = cv2.medianBlur(u8, 3)
     t = _threshold(u8, settings.threshold)
@@ -473,7 +485,7 @@ def preprocess_image(
     else:
         where = None
         raw = source
-    img = _as_float_image(raw, where)
+    img = _as_float_image(raw, where, trusted=where is not None)
     del raw
     t1 = time.perf_counter()
     timings["decode"] = t1 - t0
