@@ -44,6 +44,7 @@ def test_ingest_cli_ok_and_json(good, tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert (s["images"], s["patients"], s["exams"], s["malignant"], s["normal"], s["rejected"]) == (20, 10, 10, 5, 15, 0)
+    assert (s["breasts"], s["positive_breasts"], s["positive_exams"]) == (20, 5, 5)
     assert s["manifest"] == str(out) and Path(s["qc_table"]) == qc_path_for(out)
     assert len(read_manifest(out)) == 20
     r2 = runner.invoke(app, ["ingest", "mias", str(good), "-o", str(tmp_path / "m2.parquet")])

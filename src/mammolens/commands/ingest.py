@@ -104,7 +104,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     t = Table(title=f"ingest {s['format']}: {s['source']}", show_header=True, header_style="bold")
     t.add_column("count")
     t.add_column("n", justify="right")
-    for key in ("images", "patients", "exams", "breasts", "malignant", "benign", "normal", "label_unknown", "with_lesions", "rejected", "flagged"):
+    for key in ("images", "patients", "exams", "breasts", "malignant", "benign", "normal", "label_unknown", "with_lesions", "positive_breasts", "positive_exams", "rejected", "flagged"):
         t.add_row(key.replace("_", " "), str(s[key]))
     for reason, n in s["rejected_by_reason"].items():
         t.add_row(f"  rejected: {reason}", str(n))

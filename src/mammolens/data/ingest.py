@@ -23,9 +23,14 @@ import pandas as pd
 
 from mammolens.data.adapters import get_adapter
 from mammolens.data.adapters._common import STAGE, Track, header_cache, no_progress
+from mammolens.data.lesions import parse_lesions
 from mammolens.data.manifest import (
     BREAST_KEY,
+    DENSITIES,
     EXAM_KEY,
+    LATERALITIES,
+    OUTCOMES,
+    SPLITS,
     empty_manifest,
     normalize_manifest,
     write_manifest,
@@ -74,6 +79,8 @@ def summarize(df: pd.DataFrame, qc: QCTable | None = None) -> dict[str, Any]:
         "benign": int((outcome == "benign").sum()),
         "normal": int((outcome == "normal").sum()),
         "with_lesions": int((df["lesions"].astype(str) != "").sum()) if len(df) else 0,
+        "positive_breasts": int((breast_labels(df)["label"] == 1).sum()) if len(df) else 0,
+        "positive_exams": int((exam_labels(df)["label"] == 1).sum()) if len(df) else 0,
     }
     if qc is not None:
         out["rejected"] = len(qc.rejected)
@@ -197,10 +204,32 @@ def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:
     for _, r in df[dup].iterrows():
         qc.add(STAGE, r["path"], f"duplicate image_id: {r['image_id']} already ingested", image_id=r["image_id"])
     df = df[~dup]
-    empty = (df["patient_id"] == "") | (df["image_id"] == "") | (df["path"] == "")
-    for _, r in df[empty].iterrows():
-        qc.add(STAGE, r["path"], "missing identity: empty image_id, patient_id or path", image_id=r["image_id"])
-    return df[~empty].reset_index(drop=True)
+    bad = pd.Series("", index=df.index, dtype=object)
+
+    def mark(mask: pd.Series, why: str) -> None:
+        bad.loc[mask & (bad == "")] = why
+
+    mark((df["patient_id"] == "") | (df["image_id"] == "") | (df["path"] == ""), "missing identity: empty image_id, patient_id or path")
+    for col, allowed in (("laterality", LATERALITIES), ("density", DENSITIES), ("split", set(SPLITS) | {""})):
+        mark(~df[col].isin(allowed), f"invalid value: {col} not in {sorted(allowed - {''})}")
+    if "outcome" in df.columns:
+        df["outcome"] = df["outcome"].str.lower()
+        mark(~df["outcome"].isin(OUTCOMES), "invalid value: outcome not malignant, benign or normal")
+    mark((df["age"] < 0) | (df["age"] > 130), "invalid value: age outside 0-130")
+    mark(pd.Series([not _valid_lesion_cell(v) for v in df["lesions"]], index=df.index), "invalid value: lesions is not a valid lesion JSON list")
+    for i in df.index[bad != ""]:
+        qc.add(STAGE, df.at[i, "path"], f"{bad[i]} (row {df.at[i, 'image_id']!r})", image_id=df.at[i, "image_id"])
+    return df[bad == ""].reset_index(drop=True)
+
+
+def _valid_lesion_cell(cell: str) -> bool:
+    if not cell:
+        return True
+    try:
+        parse_lesions(cell)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return True
 
 
 def _rollup(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:

@@ -155,3 +155,17 @@ def test_relative_paths_cover_masks(tmp_path, write_dicom):
     row = res.manifest.iloc[0]
     assert row.path == "dicom/x.dcm"
     assert json.loads(row.lesions)[0]["path"] == "masks/m.png"
+
+
+def test_annotation_values_the_schema_refuses_reject_only_that_row(tmp_path, write_dicom):
+    src = tmp_path / "d"
+    for i in range(3):
+        write_dicom(src / f"{i}.dcm", patient_id=f"P{i}", sop=f"1.2.6.{i}")
+    pd.DataFrame([
+        {"sop_instance_uid": "1.2.6.0", "label": 1, "split": "bogus"},
+        {"sop_instance_uid": "1.2.6.1", "label": 0, "split": "train"},
+    ]).to_csv(tmp_path / "a.csv", index=False)
+    res = ingest("dicom", src, tmp_path / "m.csv", annotations=tmp_path / "a.csv")
+    assert sorted(res.manifest["image_id"]) == ["1.2.6.1", "1.2.6.2"]
+    assert res.manifest.set_index("image_id").loc["1.2.6.1", "split"] == "train"
+    assert any(r.image_id == "1.2.6.0" and r.reason.startswith("invalid value: split") for r in res.qc.rejected)
