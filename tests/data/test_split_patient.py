@@ -100,7 +100,7 @@ def test_leakage_check_fails_loudly():
         check_no_leakage(out)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)  # no .hypothesis/ folder in the checkout
 @given(
     sizes=st.lists(st.integers(1, 4), min_size=3, max_size=60),
     labels=st.lists(st.sampled_from([0, 1, None]), min_size=60, max_size=60),
