@@ -264,6 +264,7 @@ def run_demo(
         ok = set(cache.image_ids)
         df = df[df["image_id"].isin(ok)]  # images rejected by preprocessing are left out
         df = split_manifest(df, val=0.2, test=0.3, seed=seed)
+        df["dataset"] = "synthetic"  # the model card flags results on synthetic phantoms
         write_manifest(df, man_split)
         counts = {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")}
         return [man_split], {"images": counts}

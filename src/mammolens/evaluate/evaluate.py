@@ -506,7 +506,8 @@ def performance_section(
             op = _operating_point(y, s)
             chosen_on = "evaluated split (no validation predictions: optimistic)"
         thr = float(op["threshold"])
-        op = {**op, "threshold": thr, "method": "youden", "chosen_on": chosen_on}
+        measured = {k: v for k, v in op.items() if k not in ("threshold", "method", "target", "min_positive_score")}
+        op = {"threshold": thr, "method": "youden", "chosen_on": chosen_on, "on_chosen_split": measured}
         m = _binary_metrics(y, s, thr)
         metrics = {k: _metric_value(m, k) for k in ("sensitivity", "specificity", "accuracy", "ppv", "npv") if k in m or f"{k}_ci_low" in m}
         for k in ("tp", "fp", "tn", "fn"):
@@ -516,7 +517,7 @@ def performance_section(
         grid, lo, hi = _roc_band(y, s, clusters, seed=seed)
         dec = s >= thr
         pt = (float(dec[y == 0].mean()), float(dec[y == 1].mean()))
-        qs = sorted({round(float(q), 4) for q in np.quantile(s, [0.1, 0.25, 0.5, 0.75, 0.9])} | {0.5, round(thr, 4)})
+        qs = sorted({round(float(q), 4) for q in np.quantile(s, [0.1, 0.25, 0.5, 0.75, 0.9])} | {0.5, thr})
         tt = _threshold_table(y, s, qs)
         tables[f"threshold_table_{level}"] = tt
         tables[f"roc_{level}"] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
