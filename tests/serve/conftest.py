@@ -172,3 +172,71 @@ def model_app(tmp_path: Path, tiny_run: Path):
         create_user(s, "r1", PASSWORD, role="reader")
     with TestClient(app) as client:
         yield app, Api(client)
+
+
+# --------------------------------------------------------------------------- Orthanc
+
+ORTHANC_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
+
+
+def _orthanc() -> tuple[str | None, str | None]:
+    exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+    plugin = None
+    for d in ORTHANC_PLUGIN_DIRS:
+        cands = sorted(glob.glob(f"{d}/libOrthancDicomWeb.so*"))
+        if cands:
+            plugin = cands[0]
+            break
+    return exe, plugin
+
+
+@pytest.fixture(scope="session")
+def orthanc_url(tmp_path_factory) -> Iterator[str]:
+    """A private Orthanc with the DICOMweb plugin on loopback; yields its DICOMweb root URL."""
+    import json
+
+    import httpx
+
+    exe, plugin = _orthanc()
+    if exe is None or plugin is None:
+        skip_or_fail("Orthanc and its DICOMweb plugin not installed (apt-get install orthanc orthanc-dicomweb)")
+    tmp = tmp_path_factory.mktemp("orthanc")
+    http_port, dicom_port = free_port(), free_port()
+    cfg = {
+        "Name": "mammolens-test",
+        "StorageDirectory": str(tmp / "storage"),
+        "IndexDirectory": str(tmp / "storage"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,  # loopback clients only
+        "AuthenticationEnabled": False,
+        "Plugins": [plugin],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False},
+        "StableAge": 1,
+        "ConcurrentJobs": 1,
+    }
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    (tmp / "orthanc.json").write_text(json.dumps(cfg), encoding="utf-8")
+    log = (tmp / "orthanc.log").open("w")
+    proc = subprocess.Popen([exe, str(tmp / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/dicom-web/studies", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield f"{base}/dicom-web"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -147,7 +147,7 @@ def write_untrained_run(
     from mammolens import __version__
     from mammolens.config import load_config
     from mammolens.data.preprocess import PreprocessSettings
-    from mammolens.train.module import MammoLitModule
+    from mammolens.models import create_model, model_kwargs_from_config
 
     torch.manual_seed(seed)
     cfg = load_config(preset, overrides or {})
@@ -155,11 +155,12 @@ def write_untrained_run(
     pre = PreprocessSettings() if image_size is None else PreprocessSettings(size=tuple(image_size))
     meta = {"preprocess": pre.model_dump(mode="json"), "version": __version__, "untrained": True,
             "model": cfg.model.name, "manifest_hash": None}
-    module = MammoLitModule(cfg_d, meta=meta)
+    model = create_model(cfg.model.name, pretrained="none", **model_kwargs_from_config(cfg.model))
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}  # LightningModule layout
     run = Path(run_dir)
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": {"config": cfg_d, "pos_weight": None},
+        {"state_dict": state, "hyper_parameters": {"config": cfg_d, "pos_weight": None},
          "mammolens": meta},
         run / "checkpoints" / "last.ckpt",
     )
