@@ -150,3 +150,26 @@ def test_bad_designs_raise(vd):
         mrmc(vd[vd.truth == 1])
     with pytest.raises(StatsInputError, match="at least 2 readers"):
         mrmc(vd[vd.reader == 0])
+
+
+def test_ties_everywhere_is_a_clear_error(vd):
+    flat = vd.assign(score=1.0)
+    for method in ("or", "dbm"):
+        with pytest.raises(StatsInputError, match="error term"):
+            mrmc(flat, method=method)
+
+
+def test_speed_10_readers_10k_cases():
+    import time
+
+    rng = np.random.default_rng(0)
+    K, J = 10_000, 10
+    y = (rng.random(K) < 0.3).astype(int)
+    reads = pd.concat([
+        pd.DataFrame({"reader": j, "case": np.arange(K), "modality": m, "truth": y, "score": rng.normal(size=K) + y * (1 + 0.1 * m)})
+        for m in range(2) for j in range(J)
+    ])
+    t = time.perf_counter()
+    r = mrmc(reads, covariance="delong")
+    assert time.perf_counter() - t < 5.0
+    assert r.p_value < 0.05

@@ -221,3 +221,28 @@ def test_results_are_frozen_with_to_dict(asah):
         r.auc = 0.5  # type: ignore[misc]
     c = delong_test(asah["poor"], asah["wfns"], asah["s100b"]).to_dict()
     assert {"auc_a", "auc_b", "difference", "ci_low", "ci_high", "z", "p_value"} <= set(c)
+
+
+def test_cluster_bootstrap_when_every_patient_has_both_classes():
+    rng = np.random.default_rng(0)
+    pid = np.repeat(np.arange(100), 4)
+    y = np.tile([0, 0, 0, 1], 100)
+    s = rng.normal(size=400) + y
+    r = auc_ci(y, s, method="bootstrap", clusters=pid, n_boot=200, seed=0)
+    assert np.isfinite([r.ci_low, r.ci_high]).all() and r.ci_low < r.auc < r.ci_high
+
+
+def test_speed_delong_one_million_and_bootstrap():
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    s = rng.normal(size=n) + y
+    t = time.perf_counter()
+    auc_ci(y, s)
+    assert time.perf_counter() - t < 3.0  # < 1 s on an idle core; slack for shared CI machines
+    ye = (rng.random(14_000) < 0.1).astype(int)
+    t = time.perf_counter()
+    auc_ci(ye, rng.normal(size=14_000) + ye, method="bootstrap", clusters=rng.integers(0, 6000, 14_000), seed=0)
+    assert time.perf_counter() - t < 10.0

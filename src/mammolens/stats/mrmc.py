@@ -357,9 +357,9 @@ def mrmc(
         if analysis == "rrrc":
             den_i = orc["ms_r_i"] + J * np.maximum(orc["cov2_i"], 0)
             se_i = np.sqrt(den_i / J)
-            df_i = den_i**2 / (orc["ms_r_i"] ** 2 / (J - 1))
+            df_i = np.array([_safe_div(a, b) for a, b in zip(den_i**2, orc["ms_r_i"] ** 2 / (J - 1), strict=True)])
             den = orc["ms_tr"] + J * max(orc["cov2"] - orc["cov3"], 0.0) if I > 1 else np.nan
-            ddf = den**2 / (orc["ms_tr"] ** 2 / ((I - 1) * (J - 1))) if I > 1 else np.nan
+            ddf = _safe_div(den**2, orc["ms_tr"] ** 2 / ((I - 1) * (J - 1))) if I > 1 else np.nan
             se_d = np.sqrt(2 * den / J) if I > 1 else np.nan
         elif analysis == "frrc":
             se_i = np.sqrt((orc["var_i"] + (J - 1) * np.maximum(orc["cov2_i"], 0)) / J)
@@ -373,7 +373,7 @@ def mrmc(
             den = orc["ms_tr"] if I > 1 else np.nan
             ddf = float((I - 1) * (J - 1)) if I > 1 else np.nan
             se_d = np.sqrt(2 * den / J) if I > 1 else np.nan
-        f = orc["ms_t"] / den if I > 1 else np.nan
+        f = orc["ms_t"] / den if I > 1 and den > 0 else np.nan
     else:  # dbm
         assert jk is not None
         dbm = _dbm_components(theta, jk.reshape(I, J, K))
@@ -381,9 +381,9 @@ def mrmc(
         if analysis == "rrrc":
             den_i = dbm["ms_r_i"] + np.maximum(dbm["ms_c_i"] - dbm["ms_rc_i"], 0)
             se_i = np.sqrt(den_i / (J * K))
-            df_i = den_i**2 / (dbm["ms_r_i"] ** 2 / (J - 1))
+            df_i = np.array([_safe_div(a, b) for a, b in zip(den_i**2, dbm["ms_r_i"] ** 2 / (J - 1), strict=True)])
             den = dbm["ms_tr"] + max(dbm["ms_tc"] - dbm["ms_trc"], 0.0) if I > 1 else np.nan
-            ddf = den**2 / (dbm["ms_tr"] ** 2 / ((I - 1) * (J - 1))) if I > 1 else np.nan
+            ddf = _safe_div(den**2, dbm["ms_tr"] ** 2 / ((I - 1) * (J - 1))) if I > 1 else np.nan
         elif analysis == "frrc":
             se_i = np.sqrt(dbm["ms_c_i"] / (J * K))
             df_i = np.full(I, K - 1.0)
@@ -395,7 +395,15 @@ def mrmc(
             den = dbm["ms_tr"] if I > 1 else np.nan
             ddf = float((I - 1) * (J - 1)) if I > 1 else np.nan
         se_d = np.sqrt(2 * den / (J * K)) if I > 1 else np.nan
-        f = dbm["ms_t"] / den if I > 1 else np.nan
+        f = dbm["ms_t"] / den if I > 1 and den > 0 else np.nan
+
+    if I > 1 and not (np.isfinite(den) and den > 0):
+        raise StatsInputError(
+            "the error term of the test is zero (no reader or case variability: identical or "
+            "perfectly separating ratings?); the MRMC test is undefined"
+        )
+    if not np.isfinite(ddf) and analysis == "rrrc":
+        ddf = np.inf  # MS(TR) = 0: Hillis' ddf is infinite, the F test becomes a chi-square test
 
     def crit(d: float) -> float:
         return float(zc) if not np.isfinite(d) else float(_st.t.ppf(1 - alpha / 2, d))
@@ -445,6 +453,11 @@ def mrmc(
         ]),
         f=float(f), ndf=float(I - 1), ddf=float(ddf), p_value=p_f, components=comps,
     )
+
+
+def _safe_div(a: float, b: float) -> float:
+    """``a / b`` with ``b == 0`` giving ``inf`` (Hillis' ddf when a mean square is 0)."""
+    return float(a / b) if b > 0 else float("inf")
 
 
 # --------------------------------------------------------------------------- AI vs readers

@@ -302,7 +302,7 @@ def auc_ci(
         ``bootstrap``: percentile interval of ``n_boot`` stratified bootstrap resamples
         (positives and negatives resampled separately, as pROC's ``boot.stratified``); with
         ``clusters`` whole clusters (e.g. patients) are resampled, stratified by whether
-        the cluster holds any positive case. ``se`` is the bootstrap standard deviation.
+        the cluster holds only negatives, only positives or both. ``se`` is the bootstrap standard deviation.
     alpha : float
         1 - confidence level.
     clusters : array-like of shape (n,), optional
@@ -374,8 +374,8 @@ def bootstrap_auc(
     Each resample is represented by case weights (how many times each case is drawn);
     the weighted Mann-Whitney AUC of all resamples in a chunk is computed at once from
     one sort of the scores. Stratified: positives and negatives (or, with ``clusters``,
-    clusters with and without a positive case) are resampled separately so every
-    resample has both classes.
+    clusters holding only negatives, only positives, or both) are resampled separately
+    so every resample has both classes.
 
     Returns
     -------
@@ -397,8 +397,17 @@ def bootstrap_auc(
         codes, _ = _factorize(clusters)
         n_units = int(codes.max()) + 1
         unit = codes[order]
-        unit_pos = np.bincount(codes, weights=y, minlength=n_units) > 0
-    strata = [np.flatnonzero(unit_pos), np.flatnonzero(~unit_pos)]
+        n_pos_u = np.bincount(codes, weights=y, minlength=n_units)
+        n_all_u = np.bincount(codes, minlength=n_units)
+        # three strata (only positives / only negatives / both) so that every resample
+        # holds both classes
+        kind = np.where(n_pos_u == 0, 0, np.where(n_pos_u == n_all_u, 1, 2))
+        unit_pos = None
+    if unit_pos is not None:
+        strata = [np.flatnonzero(unit_pos), np.flatnonzero(~unit_pos)]
+    else:
+        strata = [np.flatnonzero(kind == k) for k in range(3)]
+    strata = [s_ for s_ in strata if s_.size]
     out = np.empty(n_boot, dtype=np.float64)
     for b0 in range(0, n_boot, chunk):
         nb = min(chunk, n_boot - b0)
