@@ -101,7 +101,7 @@ def ingest(
 def _print_summary(s: dict[str, Any]) -> None:
     from rich.table import Table
 
-    t = Table(title=f"ingest {s['format']}: {s['source']}", show_header=True, header_style="bold")
+    t = Table(title=f"ingest {s['format']}", caption=str(s["source"]), show_header=True, header_style="bold")
     t.add_column("count")
     t.add_column("n", justify="right")
     for key in ("images", "patients", "exams", "breasts", "malignant", "benign", "normal", "label_unknown", "with_lesions", "positive_breasts", "positive_exams", "rejected", "flagged"):
