@@ -157,13 +157,13 @@ def test_csv_generic(tmp_path):
     for n in ("a", "b", "c"):
         cv2.imwrite(str(root / "img" / f"{n}.png"), np.zeros((8, 6), np.uint8))
     (root / "table.csv").write_text(
-        "File;Woman;Side;Proj;Cancer;Dens;Age;Scanner\n"
-        "img/a.png;w1;LEFT;cc;1;3;053Y;X1\n"
-        "img/b.png;w1;RIGHT;MLO;0;DENSITY B;54;X1\n"
-        "img/c.png;w2;R;CC;;weird;60;X2\n"
-        "img/missing.png;w3;L;CC;0;A;60;X2\n"
-        "img/a.png;w4;Q;CC;0;A;60;X2\n"
-        "img/b.png;w5;L;CC;maybe;A;60;X2\n"
+        "File;Woman;Side;Proj;Cancer;Dens;Age;Scanner;lesions;Note\n"
+        "img/a.png;w1;LEFT;cc;1;3;053Y;X1;[{\"shape\":\"mask\",\"path\":\"img/c.png\",\"pathology\":\"malignant\"}];first\n"
+        "img/b.png;w1;RIGHT;MLO;0;DENSITY B;54;X1;;x\n"
+        "img/c.png;w2;R;CC;;weird;60;X2;;x\n"
+        "img/missing.png;w3;L;CC;0;A;60;X2;;x\n"
+        "img/a.png;w4;Q;CC;0;A;60;X2;;x\n"
+        "img/b.png;w5;L;CC;maybe;A;60;X2;;x\n"
         "img/c.png;w6;L\n"
     )
     res = ingest("csv", root / "table.csv", tmp_path / "m.csv",
@@ -175,6 +175,8 @@ def test_csv_generic(tmp_path):
     assert (a.patient_id, a.study_id, a.laterality, a.view, a.label, a.density, a.age, a.manufacturer) == (
         "w1", "w1", "L", "CC", 1, "C", 53.0, "X1")
     assert a.path == str((root / "img" / "a.png").resolve())
+    assert json.loads(a.lesions)[0]["path"] == str(root.resolve() / "img" / "c.png")  # relative to the CSV
+    assert a.Note == "first" and df.loc["img/b", "Note"] == "x"  # unmapped columns kept
     assert pd.isna(df.loc["img/c", "label"]) and df.loc["img/c", "density"] == "" and df.loc["img/c", "density_original"] == "weird"
     reasons = [r.reason for r in res.qc.rejected]
     assert any(x.startswith("file missing: img/missing.png") and "line 5" in x for x in reasons)
