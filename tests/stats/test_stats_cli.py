@@ -136,3 +136,17 @@ def test_errors_are_one_line_exit_1(args):
     res = _run(*args)
     assert res.exit_code == 1, res.output
     assert "error:" in res.stderr and "Traceback" not in res.output
+
+
+def test_mrmc_with_ai(tmp_path):
+    d = pd.read_csv(DATA / "vandyke_dataset02.csv")
+    c = d.drop_duplicates("case")
+    rng = np.random.default_rng(0)
+    p = tmp_path / "ai.csv"
+    pd.DataFrame({"case": c["case"], "prob": c["truth"] * 1.5 + rng.normal(size=len(c))}).to_csv(p, index=False)
+    out = _json(_run("mrmc", DATA / "vandyke_dataset02.csv", "--ai", p, "--ai-score", "prob", "--ai-modality", "0", "--json"))
+    a = out["ai_vs_readers"]
+    assert round(a["reader_mean_auc"], 4) == 0.8970 and len(a["per_reader"]) == 5
+    assert {"ai_auc", "difference", "ci_low", "ci_high", "p_value"} <= set(a)
+    bad = _run("mrmc", DATA / "vandyke_dataset02.csv", "--ai", p, "--ai-score", "prob", "--ai-modality", "7")
+    assert bad.exit_code == 1 and "no value '7'" in bad.stderr

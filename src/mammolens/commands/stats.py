@@ -318,10 +318,13 @@ def mrmc_cmd(
     method: str = typer.Option("or", "--method", help="or (Obuchowski-Rockette) | dbm (Dorfman-Berbaum-Metz)."),
     covariance: str = typer.Option("jackknife", "--covariance", help="OR covariance: jackknife | delong."),
     analysis: str = typer.Option("rrrc", "--analysis", help="rrrc | frrc | rrfc."),
+    ai: Path | None = typer.Option(None, "--ai", help="Also compare a standalone AI: CSV/Parquet with the case column and an AI score column."),
+    ai_score: str = typer.Option("score", "--ai-score", help="AI score column of --ai."),
+    ai_modality: str | None = typer.Option(None, "--ai-modality", help="Modality whose reads the AI is compared with (default: the first)."),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Multi-reader multi-case ROC analysis (OR or DBM with Hillis ddf).
+    """Multi-reader multi-case ROC analysis (OR or DBM with Hillis ddf), optionally AI vs readers.
 
     Example: [bold]mammolens stats mrmc reads.csv --reader reader --case case --modality modality --truth truth --score score[/]
     """
@@ -334,8 +337,25 @@ def mrmc_cmd(
             df, reader=reader, case=case, modality=modality, truth=truth, score=score,
             method=method, covariance=covariance, analysis=analysis, alpha=alpha,
         )
+        avr = None
+        if ai is not None:
+            from mammolens.stats import ai_vs_readers
+
+            ai_df = read_table(ai)
+            _need(ai_df, [case, ai_score], ai)
+            mods = sorted(df[modality].unique().tolist(), key=str)
+            mval = mods[0] if ai_modality is None else _match_value(ai_modality, mods, modality)
+            ai_map = ai_df[[case, ai_score]].rename(columns={ai_score: "__ai"})
+            avr = ai_vs_readers(
+                df, ai_map.rename(columns={"__ai": score}), reader=reader, case=case, truth=truth, score=score,
+                modality=modality, modality_value=mval, covariance="delong" if covariance == "delong" else "jackknife",
+                alpha=alpha,
+            )
         if json_out:
-            emit_json(res.to_dict())
+            d = res.to_dict()
+            if avr is not None:
+                d["ai_vs_readers"] = avr.to_dict()
+            emit_json(d)
             return
         wide = res.reader_aucs.pivot(index="reader", columns="modality", values="auc").reset_index()
         wide.columns = [str(c) for c in wide.columns]
@@ -344,6 +364,22 @@ def mrmc_cmd(
         if len(res.comparisons):
             out.print(_df_table(f"Differences ({method.upper()}, {covariance}, {analysis.upper()})", res.comparisons))
             out.print(f"F = {_fmt(res.f)}, ndf = {_fmt(res.ndf, 0)}, ddf = {_fmt(res.ddf, 2)}, p = {_fmt(res.p_value)}")
+        if avr is not None:
+            out.print(_df_table("Each reader vs the AI (paired DeLong)", avr.per_reader))
+            out.print(_kv_table("Reader average vs AI (OR, AI as a fixed reader)", {
+                "AI AUC": avr.ai_auc, "reader-average AUC": avr.reader_mean_auc, "difference (readers - AI)": avr.difference,
+                "CI low": avr.ci_low, "CI high": avr.ci_high, "df": avr.df, "p-value": avr.p_value,
+            }))
+
+
+def _match_value(text: str, values: list[Any], column: str) -> Any:
+    """Map a CLI string onto a column value (``"1"`` matches the integer 1)."""
+    from mammolens.stats._validate import StatsInputError
+
+    for v in values:
+        if str(v) == text:
+            return v
+    raise StatsInputError(f"column {column!r}: no value {text!r} (has {values})")
 
 
 # --------------------------------------------------------------------------- localization
