@@ -107,6 +107,11 @@ class Predictor:
         shapes = {a.shape for a in arrs}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"images must be 2-D arrays of one shape (the cache size {self.image_size}), got {sorted(shapes)}")
+        if next(iter(shapes)) != tuple(self.image_size):
+            raise ValueError(
+                f"images are {next(iter(shapes))} but the model expects {tuple(self.image_size)}: "
+                f"preprocess them with Predictor.preprocess() (the run's settings)"
+            )
         x = torch.from_numpy(np.stack(arrs)).unsqueeze(1)
         if not torch.isfinite(x).all():
             raise ValueError("images contain NaN or infinite values")

@@ -1,0 +1,216 @@
+"""predict(): tables and roll-ups, heatmap geometry, QC rows, checkpoint errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mammolens.data.heatmap_io import heatmap_kinds, load_heatmap
+from mammolens.errors import CheckpointError
+from mammolens.predict import load_predictor, predict
+from mammolens.train.api import train
+from mammolens.train.toydata import make_toy_cache, make_toy_cohort
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toyp")
+    manifest = make_toy_cohort(d, n_patients=10, size=(96, 80), seed=2)
+    make_toy_cache(manifest, d / "cache", size=(64, 48))
+    res = train(manifest, d / "cache", config="tiny", out=d / "run", overrides=["train.max_epochs=1"], progress=False)
+    return manifest, d / "cache", res.run_dir
+
+
+def test_predict_manifest_with_cache_rollups(toy_run, tmp_path):
+    manifest, cache, run = toy_run
+    out = tmp_path / "preds" / "p.csv"
+    df = predict(run, [manifest], out, cache=cache, progress=False)
+    m = pd.read_csv(manifest)
+    assert len(df) == len(m) and set(df["image_id"]) == set(m["image_id"])
+    disk = pd.read_csv(out)
+    expected = ["image_id", "patient_id", "study_id", "laterality", "view", "score", "breast_score", "exam_score", "heatmap", "overlay", "model"]
+    assert list(disk.columns[: len(expected)]) == expected
+    assert disk["score"].between(0, 1).all()
+    assert (disk["model"] == "attention_tiny").all()
+    # roll-ups: max over the breast's views, max over the exam's breasts
+    for (_p, _s, _lat), g in disk.groupby(["patient_id", "study_id", "laterality"]):
+        assert np.allclose(g["breast_score"], g["score"].max())
+    for _, g in disk.groupby(["patient_id", "study_id"]):
+        assert np.allclose(g["exam_score"], g["score"].max())
+    br = pd.read_csv(tmp_path / "preds" / "p_breast.csv")
+    ex = pd.read_csv(tmp_path / "preds" / "p_exam.csv")
+    assert len(br) == disk.groupby(["patient_id", "study_id", "laterality"]).ngroups
+    assert len(ex) == disk["patient_id"].nunique()
+    assert np.allclose(ex.sort_values("patient_id")["exam_score"], disk.groupby("patient_id")["score"].max().sort_index())
+    assert not (tmp_path / "preds" / "p.partial.csv").exists()
+    # the cache and on-the-fly preprocessing give the same scores
+    df2 = predict(run, [manifest], tmp_path / "fly.csv", split="test", progress=False)
+    both = df2.merge(df, on="image_id", suffixes=("_fly", "_cache"))
+    assert len(both) == (m["split"] == "test").sum()
+    assert np.allclose(both["score_fly"], both["score_cache"], atol=2e-3)
+
+
+class BrightnessNet(nn.Module):
+    """A stand-in model whose maps are the local mean brightness: tests geometry only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        nn.init.constant_(self.conv.weight, 8.0)
+        nn.init.constant_(self.conv.bias, -4.0)
+
+    def gradcam_layer(self) -> nn.Module:
+        return self.conv
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feat = self.conv(F.avg_pool2d(x, 4))
+        loc = feat.squeeze(1)
+        b, h, w = loc.shape
+        att = torch.softmax(loc.reshape(b, -1) * 4, dim=1).reshape(b, h, w)
+        return {"logit": loc.reshape(b, -1).amax(dim=1), "attention": att, "localization": loc}
+
+
+def test_heatmap_maximum_lands_on_planted_blob(toy_run, tmp_path):
+    """Crop + flip + resize + pad are undone: the map's maximum is on the blob in the original."""
+    import cv2
+
+    _, _, run = toy_run
+    p = load_predictor(run)
+    p.model = BrightnessNet().eval()
+    h, w = 150, 120
+    yy, xx = np.mgrid[:h, :w]
+    # a right breast (chest wall on the right, so preprocessing flips it), offset vertically
+    breast = (((w - 1 - xx) / 95.0) ** 2 + ((yy - 80) / 60.0) ** 2) <= 1
+    img = np.where(breast, 0.35, 0.0)
+    bx, by = 70, 100
+    img = img + breast * 0.6 * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * 4.0**2))
+    f = tmp_path / "right.png"
+    cv2.imwrite(str(f), np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
+    df = p.predict_files([f], heatmaps_dir=tmp_path / "hm")
+    row = df.iloc[0]
+    assert row["error"] == ""
+    assert set(heatmap_kinds(row["heatmap"])) == {"attention", "localization", "gradcam"}
+    for kind in ("localization", "attention", "gradcam"):
+        hm, tf = load_heatmap(row["heatmap"], kind)
+        assert hm.shape == (h, w)
+        assert tf.flipped
+        y, x = np.unravel_index(np.argmax(hm), hm.shape)
+        assert abs(x - bx) <= 8 and abs(y - by) <= 8, (kind, x, y)
+    assert Path(row["overlay"]).is_file()
+    ov = cv2.imread(row["overlay"])
+    assert ov.shape[:2] == (h, w)
+
+
+def test_bad_inputs_become_qc_rows(toy_run, tmp_path):
+    manifest, _, run = toy_run
+    m = pd.read_csv(manifest)
+    good = [str(Path(manifest).parent / p) for p in m["path"][:3]]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.zeros((64, 64), np.uint8))
+    df = predict(run, [*good, bad, blank, tmp_path / "missing.dcm"], tmp_path / "out.csv", progress=False, batch_size=2)
+    assert len(df) == 3 and df["score"].notna().all()
+    qc = pd.read_csv(tmp_path / "qc.csv")
+    assert len(qc) == 3 and set(qc["severity"]) == {"reject"}
+    assert any("not found" in r for r in qc["reason"])
+    assert df.attrs["n_rejected"] == 3
+
+
+def test_resume_skips_scored_images(toy_run, tmp_path, monkeypatch):
+    manifest, cache, run = toy_run
+    out = tmp_path / "r.csv"
+    full = predict(run, [manifest], out, cache=cache, progress=False)
+    partial = tmp_path / "r.partial.csv"
+    cols = ["image_id", "patient_id", "study_id", "laterality", "view", "score", "heatmap", "overlay", "model", "path", "logit"]
+    full[cols].iloc[:5].to_csv(partial, index=False)
+    calls = []
+    from mammolens.predict import predictor as pmod
+
+    real = pmod.Predictor.predict_arrays
+
+    def counting(self, images, **kw):
+        calls.append(len(images))
+        return real(self, images, **kw)
+
+    monkeypatch.setattr(pmod.Predictor, "predict_arrays", counting)
+    again = predict(run, [manifest], out, cache=cache, progress=False)
+    assert sum(calls) == len(full) - 5
+    assert len(again) == len(full)
+    a = again.set_index("image_id")["score"]
+    assert np.allclose(a[full["image_id"]].to_numpy(), full["score"].to_numpy(), atol=1e-6)
+
+
+def test_checkpoint_errors(toy_run, tmp_path):
+    _, _, run = toy_run
+    with pytest.raises(CheckpointError, match="not found"):
+        load_predictor(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_predictor(tmp_path / "empty")
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt"):
+        load_predictor(junk)
+    good = (run / "checkpoints" / "best.ckpt").read_bytes()
+    trunc = tmp_path / "trunc.ckpt"
+    trunc.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="trunc.ckpt"):
+        load_predictor(trunc)
+    # weights that do not fit the configured model
+    ck = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    ck["hyper_parameters"]["config"]["model"]["arch"] = "resnet18"
+    wrong = tmp_path / "wrong.ckpt"
+    torch.save(ck, wrong)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_predictor(wrong)
+    torch.save({"foo": 1}, tmp_path / "foreign.ckpt")
+    with pytest.raises(CheckpointError, match="not a mammolens checkpoint"):
+        load_predictor(tmp_path / "foreign.ckpt")
+
+
+def test_predict_arrays_for_the_service(toy_run):
+    _, cache, run = toy_run
+    from mammolens.data.cache import open_cache
+
+    c = open_cache(cache)
+    p = load_predictor(run)
+    imgs = [c.load(i)[0] for i in c.image_ids[:3]]
+    res = p.predict_arrays(imgs, heatmaps=True, gradcam=False)
+    assert len(res) == 3 and all(0 <= r.score <= 1 for r in res)
+    assert set(res[0].maps) == {"attention", "localization"}
+    assert res[0].maps["localization"].shape == tuple(p.image_size)
+    with pytest.raises(ValueError):
+        p.predict_arrays([np.zeros((10, 10))])
+    assert p.describe()["model"] == "attention_tiny"
+
+
+def test_cli_predict_exit_codes(toy_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from mammolens.cli import app
+
+    manifest, cache, run = toy_run
+    out = tmp_path / "cli" / "preds.csv"
+    r = CliRunner().invoke(app, ["predict", str(run), str(manifest), "--cache", str(cache), "--split", "test", "--out", str(out), "--json", "--heatmaps", str(tmp_path / "hm"), "--no-gradcam"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["n_rejected"] == 0 and Path(info["predictions"]).exists()
+    df = pd.read_csv(out)
+    assert df["heatmap"].map(lambda s: Path(s).exists()).all()
+    assert set(heatmap_kinds(df["heatmap"].iloc[0])) == {"attention", "localization"}
+    r = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.csv"), "-q"])
+    assert r.exit_code == 3
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("nope")
+    r = CliRunner().invoke(app, ["predict", str(junk), str(manifest), "--out", str(tmp_path / "y.csv")])
+    assert r.exit_code == 1 and "junk.ckpt" in r.output
