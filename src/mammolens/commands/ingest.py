@@ -28,6 +28,7 @@ def ingest(
     table: str | None = typer.Option(None, "--table", help="rsna: the table inside SOURCE (default train.csv)."),
     images_dir: str | None = typer.Option(None, "--images-dir", help="rsna: the image folder inside SOURCE (default train_images)."),
     read_headers: bool | None = typer.Option(None, "--read-headers/--no-read-headers", help="rsna/vindr/cbis-ddsm/inbreast: read each DICOM header (manufacturer, size; default) or only check the file exists."),
+    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="dicom: threads reading DICOM headers (helps on network storage)."),
     no_check_files: bool = typer.Option(False, "--no-check-files", help="csv: do not check that image files exist."),
     relative_paths: bool = typer.Option(False, "--relative-paths", help="Write image paths relative to the manifest's folder (default absolute)."),
     json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON to stdout."),
@@ -57,6 +58,7 @@ def ingest(
         "images_dir": images_dir,
         "read_headers": read_headers,
         "check_files": False if no_check_files else None,
+        "workers": workers,
     }
     options = {k: v for k, v in given.items() if v is not None}
     try:

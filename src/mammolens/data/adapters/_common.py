@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -198,6 +199,7 @@ class HeaderCache:
                     continue  # a line cut by the interruption
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
         self.hits = 0
 
     @staticmethod
@@ -228,9 +230,11 @@ class HeaderCache:
         return meta
 
     def _put(self, item: dict[str, Any]) -> None:
-        self._items[item["file"]] = item
-        self._fh.write(json.dumps(item, default=str) + "\n")
-        self._fh.flush()
+        line = json.dumps(item, default=str) + "\n"
+        with self._lock:
+            self._items[item["file"]] = item
+            self._fh.write(line)
+            self._fh.flush()
 
     def close(self, *, remove: bool = False) -> None:
         self._fh.close()
@@ -260,6 +264,19 @@ def header_cache(path: Path | None) -> Iterator[HeaderCache | None]:
     finally:
         _HEADER_CACHE.reset(token)
         cache.close(remove=ok)
+
+
+def metadata_reader() -> Callable[[Path], dict[str, Any]]:
+    """The header reader to use now: the active cache's (thread-safe) or the plain one.
+
+    Fetch it in the calling thread: worker threads do not inherit the context.
+    """
+    cache = _HEADER_CACHE.get()
+    if cache is not None:
+        return cache.metadata
+    from mammolens.io.dicom import read_dicom_metadata
+
+    return read_dicom_metadata
 
 
 def dicom_metadata(path: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ rows that match no image; mask files that do not exist.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,8 @@ from mammolens.data.adapters._common import (
     apply_header,
     density_from_letter,
     density_from_number,
-    dicom_metadata,
     flag_rows,
+    metadata_reader,
     new_row,
     no_progress,
     read_csv_rows,
@@ -78,14 +79,44 @@ def list_files(source: Path, *, exclude: set[Path] = frozenset()) -> list[Path]:
     return out
 
 
+def _read_one(reader: Callable[[Path], dict[str, Any]], path: Path) -> tuple[Path, dict[str, Any] | None, str | None]:
+    try:
+        return path, reader(path), None
+    except InputError as e:
+        return path, None, _reason(e.reason)
+    except Exception as e:  # noqa: BLE001 - never let one file stop the others
+        return path, None, f"unreadable DICOM: {type(e).__name__}: {e}"
+
+
+def read_headers(files: list[Path], *, workers: int = 1) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """``(path, metadata or None, QC reason or None)`` for each file, in order.
+
+    ``workers > 1`` reads headers in threads (header reading is I/O bound: it helps
+    most on network storage); the order of the results does not depend on it.
+    """
+    reader = metadata_reader()
+    if workers <= 1 or len(files) < 2:
+        for p in files:
+            yield _read_one(reader, p)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(lambda p: _read_one(reader, p), files)
+
+
 def load(
     source: Path,
     *,
     qc: QCTable,
     track: Track = no_progress,
     annotations: str | Path | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Read every DICOM file under ``source``; join ``annotations`` (see module docstring)."""
+    """Read every DICOM file under ``source``; join ``annotations`` (see module docstring).
+
+    ``workers`` threads read the headers (CLI ``--workers``).
+    """
     from mammolens.io.dicom import validate_mammogram
 
     source = Path(source)
@@ -99,15 +130,14 @@ def load(
         raise InputError(source, "not found")
     rows: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
-    for path in track(files, len(files), "reading DICOM headers"):
-        try:
-            meta = dicom_metadata(path)
-            validate_mammogram(meta, path, require_pixels=False)
-        except InputError as e:
-            qc.add(STAGE, path, _reason(e.reason))
-            continue
-        except Exception as e:  # noqa: BLE001 - never let one file stop the others
-            qc.add(STAGE, path, f"unreadable DICOM: {type(e).__name__}: {e}")
+    for path, meta, err in track(read_headers(files, workers=workers), len(files), "reading DICOM headers"):
+        if meta is not None:
+            try:
+                validate_mammogram(meta, path, require_pixels=False)
+            except InputError as e:
+                err = _reason(e.reason)
+        if err is not None or meta is None:
+            qc.add(STAGE, path, err or "unreadable DICOM")
             continue
         uid = meta.get("sop_instance_uid") or ""
         rel = path.relative_to(root).as_posix()
