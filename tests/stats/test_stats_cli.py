@@ -150,3 +150,10 @@ def test_mrmc_with_ai(tmp_path):
     assert {"ai_auc", "difference", "ci_low", "ci_high", "p_value"} <= set(a)
     bad = _run("mrmc", DATA / "vandyke_dataset02.csv", "--ai", p, "--ai-score", "prob", "--ai-modality", "7")
     assert bad.exit_code == 1 and "no value '7'" in bad.stderr
+
+
+def test_roc_partial_auc(asah_csv):
+    d = _json(_run("roc", asah_csv, "--truth", "outcome", "--positive", "Poor", "--score", "s100b", "--partial-specificity", "0.8", "--json"))
+    # pROC: auc(roc1, partial.auc = c(1, .8), partial.auc.focus = "sp"[, partial.auc.correct = TRUE])
+    assert d["partial_auc"] == pytest.approx(0.08058943, abs=1e-8)
+    assert d["partial_auc_mcclish"] == pytest.approx(0.668304, abs=1e-6)

@@ -95,6 +95,7 @@ def roc(
     alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level."),
     n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples (--ci bootstrap)."),
     seed: int | None = typer.Option(0, "--seed", help="Bootstrap seed."),
+    min_specificity: float | None = typer.Option(None, "--partial-specificity", help="Also report the partial AUC over specificity in [value, 1] (with McClish standardisation)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """AUC with a DeLong (or logit-DeLong, or bootstrap) confidence interval.
@@ -122,10 +123,17 @@ def roc(
             clusters=None if cluster is None else df[cluster].to_numpy(),
         )
         d = res.to_dict() | {"level": level, "n": res.n_pos + res.n_neg}
+        extra: dict[str, Any] = {}
+        if min_specificity is not None:
+            from mammolens.stats import partial_auc
+
+            pa = partial_auc(y, _scores(df, score), min_specificity=min_specificity, mcclish=True)
+            d |= {"partial_auc": pa.pauc, "partial_auc_mcclish": pa.standardized, "partial_auc_min_specificity": min_specificity}
+            extra = {f"pAUC (spec >= {min_specificity:g})": pa.pauc, "pAUC McClish": pa.standardized}
         _show(d, json_out, _kv_table(f"ROC AUC ({score} vs {truth}, {level} level)", {
             "AUC": res.auc, f"{100 * (1 - alpha):g}% CI low": res.ci_low, f"{100 * (1 - alpha):g}% CI high": res.ci_high,
             "SE": res.se, "positives": res.n_pos, "negatives": res.n_neg, "method": res.method,
-            **({"clusters": res.n_clusters} if res.n_clusters else {}),
+            **({"clusters": res.n_clusters} if res.n_clusters else {}), **extra,
         }))
 
 
