@@ -29,7 +29,9 @@ from mammolens.data.manifest import (
     DENSITIES,
     EXAM_KEY,
     LATERALITIES,
+    OPTIONAL_COLUMNS,
     OUTCOMES,
+    REQUIRED_COLUMNS,
     SPLITS,
     empty_manifest,
     normalize_manifest,
@@ -200,6 +202,11 @@ def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:
                 qc.add(STAGE, r.get("path", ""), f"invalid row: {e}", image_id=str(r.get("image_id", "")))
                 keep[i] = False
         df = normalize_manifest(df[keep].reset_index(drop=True))
+    # extra text columns: one type per column (empty = unknown) so Parquet can store them
+    known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    for c in df.columns:
+        if c not in known and df[c].dtype == object:
+            df[c] = df[c].map(_text)
     dup = df["image_id"].duplicated(keep="first")
     for _, r in df[dup].iterrows():
         qc.add(STAGE, r["path"], f"duplicate image_id: {r['image_id']} already ingested", image_id=r["image_id"])
@@ -220,6 +227,14 @@ def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:
     for i in df.index[bad != ""]:
         qc.add(STAGE, df.at[i, "path"], f"{bad[i]} (row {df.at[i, 'image_id']!r})", image_id=df.at[i, "image_id"])
     return df[bad == ""].reset_index(drop=True)
+
+
+def _text(v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _valid_lesion_cell(cell: str) -> bool:
