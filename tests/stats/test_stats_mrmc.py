@@ -173,3 +173,24 @@ def test_speed_10_readers_10k_cases():
     r = mrmc(reads, covariance="delong")
     assert time.perf_counter() - t < 5.0
     assert r.p_value < 0.05
+
+
+def test_dbm_mean_squares_and_tests_match_rjafroc_book(vd):
+    """RJafrocBook docs/09B-DBM-Analysis-SigTesting.md (dataset02, Wilcoxon):
+    UtilMeanSquares: msT 0.5467634, msR 0.4373268, msC 0.3968699, msTR 0.06281749,
+    msTC 0.09984808, msRC 0.06450106, msTRC 0.0399716; StSignificanceTesting(method =
+    "DBM") RRRC: F 4.4563187, ddf 15.259675, p 0.051665686, CI (-0.087959499,
+    0.00035885444); FRRC: F = MST/MSTC on (I-1, (I-1)(K-1)) df."""
+    r = mrmc(vd, method="dbm")
+    c = r.components
+    expected = {"ms_t": 0.5467634, "ms_r": 0.4373268, "ms_c": 0.3968699, "ms_tr": 0.06281749,
+                "ms_tc": 0.09984808, "ms_rc": 0.06450106, "ms_trc": 0.0399716}
+    for k, v in expected.items():
+        assert c[f"dbm_{k}"] == pytest.approx(v, abs=5e-8), k
+    assert r.f == pytest.approx(4.4563187, abs=1e-7)
+    assert r.ddf == pytest.approx(15.259675, abs=1e-6)
+    assert r.p_value == pytest.approx(0.051665686, abs=1e-9)
+    assert (r.ci_low, r.ci_high) == pytest.approx((-0.087959499, 0.00035885444), abs=1e-9)
+    f = mrmc(vd, method="dbm", analysis="frrc")
+    assert f.f == pytest.approx(0.5467634 / 0.09984808, rel=1e-6)
+    assert f.ddf == 113
