@@ -134,3 +134,19 @@ def test_split_cli_warns_single_class(tmp_path):
     ingest("mias", src, m)
     r = runner.invoke(app, ["split", str(m)])
     assert r.exit_code == 0 and "single class" in r.output
+
+
+def test_finalize_mixed_extra_columns_write_to_parquet(tmp_path):
+    from mammolens.data.ingest import finalize
+    from mammolens.data.manifest import write_manifest
+
+    df = pd.DataFrame([{"image_id": "a", "patient_id": "p", "path": "x", "extra": 1},
+                       {"image_id": "b", "patient_id": "p", "path": "y", "extra": "t"},
+                       {"image_id": "a", "patient_id": "p", "path": "z"},  # duplicate id
+                       {"image_id": "c", "patient_id": "q", "path": "w", "laterality": "Z"}])  # invalid value
+    qc = QCTable()
+    d = finalize(df, qc, dataset="t")
+    assert list(d["image_id"]) == ["a", "b"] and list(d["extra"]) == ["1", "t"]
+    assert sorted(r.reason.split(":")[0] for r in qc.rejected) == ["duplicate image_id", "invalid value"]
+    write_manifest(d, tmp_path / "m.parquet")
+    assert list(pd.read_parquet(tmp_path / "m.parquet")["dataset"]) == ["t", "t"]
