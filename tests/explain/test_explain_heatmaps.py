@@ -1,0 +1,65 @@
+"""Heatmaps: normalisation, Grad-CAM (native vs the grad-cam package), overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mammolens.explain import (
+    attention_maps,
+    compute_heatmaps,
+    gradcam_maps,
+    localization_maps,
+    overlay_png,
+    overlay_rgb,
+)
+from mammolens.models import create_model
+
+
+def test_attention_and_localisation_maps_in_unit_range():
+    a = torch.softmax(torch.randn(2, 12), 1).view(2, 4, 3)
+    m = attention_maps(a, (64, 48))
+    assert m.shape == (2, 64, 48) and m.max() == pytest.approx(1.0) and m.min() >= 0
+    loc = localization_maps(torch.tensor([[[-20.0, 20.0]]]), (4, 8))
+    assert loc.min() >= 0 and loc.max() <= 1 and loc[0, 0, 0] < 0.01 and loc[0, 0, -1] > 0.99
+
+
+def test_gradcam_native_matches_package_and_leaves_no_grads():
+    torch.manual_seed(0)
+    m = create_model("attention_tiny").eval()
+    x = torch.rand(2, 1, 96, 64)
+    native = gradcam_maps(m, x)
+    ref = gradcam_maps(m, x, backend="pytorch-grad-cam")
+    assert native.shape == (2, 96, 64)
+    assert np.abs(native - ref).max() < 0.02
+    assert all(p.grad is None for p in m.parameters())
+    with pytest.raises(ValueError):
+        gradcam_maps(m, x, backend="other")
+
+
+def test_compute_heatmaps_for_baseline():
+    m = create_model("baseline_tiny").eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        out = m(x)
+    maps = compute_heatmaps(m, x, out, gradcam=True)
+    assert set(maps[0]) == {"attention", "localization", "gradcam"}
+    assert all(v.shape == (64, 64) for v in maps[1].values())
+
+
+def test_overlay_png(tmp_path):
+    import cv2
+
+    img = np.tile(np.linspace(0, 1, 300, dtype=np.float32), (200, 1))
+    hm = np.zeros_like(img)
+    hm[50:80, 100:150] = 1
+    rgb = overlay_rgb(img, hm)
+    assert rgb.shape == (200, 300, 3) and rgb.dtype == np.uint8
+    # hot region is tinted (not gray), cold region stays nearly gray
+    hot = rgb[60, 120].astype(int)
+    assert hot.max() - hot.min() > 40
+    p = overlay_png(tmp_path / "o.png", img, hm, max_side=150)
+    assert cv2.imread(str(p)).shape[:2] == (100, 150)
+    with pytest.raises(ValueError):
+        overlay_rgb(img, hm[:10])
