@@ -122,6 +122,12 @@ def test_split_cli(good, tmp_path):
     assert r.exit_code == 0
     f = pd.read_csv(tmp_path / "f.csv")
     assert sorted(f["fold"].unique()) == [0, 1, 2, 3, 4]
+    r = runner.invoke(app, ["split", str(m), "--folds", "2", "--test", "0.2", "-o", str(tmp_path / "ft.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    ft = read_manifest(tmp_path / "ft.csv")
+    assert set(ft["split"]) == {"train", "test"} and (ft.loc[ft["split"] == "test", "fold"] == "").all()
+    r = runner.invoke(app, ["split", str(m), "--folds", "2", "--val", "0.2"])
+    assert r.exit_code == 2 and "--val does not apply" in r.output
     r = runner.invoke(app, ["split", str(m), "--val", "0.6", "--test", "0.6"])
     assert r.exit_code == 2
     r = runner.invoke(app, ["split", str(m), "--stratify-by", "nosuch"])

@@ -153,3 +153,22 @@ def test_summary_and_single_class_warning():
     assert summ["positive_images"].sum() == int((df["label"] == 1).sum())
     neg = df.assign(label=0)
     assert set(single_class_splits(split_summary(split_manifest(neg, seed=0)))) == {"train", "val", "test"}
+
+
+def test_kfold_with_held_out_test():
+    df = cohort(150, pos_rate=0.2, seed=4)
+    out = kfold_manifest(df, k=4, seed=2, test=0.2)
+    pt = out.groupby("patient_id").agg(split=("split", "first"), fold=("fold", "first"), n=("split", "nunique"))
+    assert (pt["n"] == 1).all()
+    test_pts = pt[pt["split"] == "test"]
+    assert abs(len(test_pts) - 0.2 * len(pt)) <= 2
+    assert test_pts["fold"].isna().all()  # held-out patients are in no fold
+    train = pt[pt["split"] == "train"]
+    assert set(train["fold"].astype(int)) == {0, 1, 2, 3}
+    sizes = train["fold"].value_counts()
+    assert sizes.max() - sizes.min() <= 1
+    # the same test set as split_manifest with val=0 (one seed, one held-out set)
+    ref = split_manifest(df, val=0.0, test=0.2, seed=2)
+    assert ref["split"].tolist() == out["split"].tolist()
+    summ = split_summary(out, column="fold")
+    assert list(summ["fold"]) == [0, 1, 2, 3] and summ["patients"].sum() == len(train)

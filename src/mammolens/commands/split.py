@@ -11,8 +11,8 @@ from mammolens.commands._common import cli_errors, console, emit_json
 
 def split(
     manifest: Path = typer.Argument(..., help="Manifest (CSV or Parquet) to split."),
-    val: float = typer.Option(0.15, "--val", help="Fraction of patients for validation."),
-    test: float = typer.Option(0.15, "--test", help="Fraction of patients for test."),
+    val: float | None = typer.Option(None, "--val", help="Fraction of patients for validation [default: 0.15; not with --folds]."),
+    test: float | None = typer.Option(None, "--test", help="Fraction of patients for test [default: 0.15; with --folds: 0, else a held-out test set]."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same manifest + seed = same split)."),
     stratify_by: list[str] | None = typer.Option(None, "--stratify-by", help="Also stratify by this column (patient's most common value), e.g. manufacturer or site. Repeatable."),
     folds: int | None = typer.Option(None, "--folds", min=2, help="Instead of train/val/test, add a `fold` column (0..K-1) by patient for K-fold cross-validation."),
@@ -24,7 +24,8 @@ def split(
     A patient is positive if any of her images is. Stratification by label (and by the
     --stratify-by columns) keeps the share of positives similar in every split; the
     result is checked for patient leakage. With --folds K the `split` column is left
-    as it is and a `fold` column is added instead.
+    as it is and a `fold` column is added instead; --folds K --test F first holds out a
+    test set (split=test) and deals the other patients (split=train) into the folds.
 
     Examples:
 
@@ -33,6 +34,8 @@ def split(
         mammolens split data/manifest.csv --stratify-by manufacturer -o data/split.csv
 
         mammolens split data/mias.csv --folds 5 --seed 0
+
+        mammolens split data/manifest.csv --folds 5 --test 0.2
     """
     from mammolens.data.manifest import read_manifest, write_manifest
     from mammolens.data.split import (
@@ -48,9 +51,13 @@ def split(
         df = read_manifest(manifest, resolve_paths=False)
         try:
             if folds is not None:
-                res = kfold_manifest(df, k=folds, seed=seed, extra_strata=extra)
+                if val is not None:
+                    raise ConfigError("--val does not apply with --folds (each fold is the validation set of the others)")
+                res = kfold_manifest(df, k=folds, seed=seed, extra_strata=extra, test=test or 0.0)
                 column = "fold"
             else:
+                val = 0.15 if val is None else val
+                test = 0.15 if test is None else test
                 res = split_manifest(df, val=val, test=test, seed=seed, extra_strata=extra)
                 column = "split"
         except ConfigError as e:
@@ -66,8 +73,8 @@ def split(
                 "manifest": str(target),
                 "column": column,
                 "seed": seed,
-                "val": val if folds is None else None,
-                "test": test if folds is None else None,
+                "val": val,
+                "test": test,
                 "folds": folds,
                 "stratify": ["label", *extra],
                 "splits": summary.to_dict("records"),
@@ -83,5 +90,8 @@ def split(
         for r in summary.itertuples(index=False):
             t.add_row(*(str(v) for v in r))
         console.print(t)
+        if column == "fold" and (res["split"] == "test").any():
+            held = res[res["split"] == "test"]
+            console.print(f"held-out test: {held['patient_id'].nunique()} patients, {len(held)} images (split=test, no fold)")
     for s in warn:
         console.print(f"[yellow]warning:[/] {column} {s!r} has a single class (no positives or no negatives); its AUC is undefined")

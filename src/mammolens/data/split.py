@@ -172,36 +172,51 @@ def kfold_manifest(
     seed: int = 0,
     stratify: Sequence[str] = ("label",),
     extra_strata: Sequence[str] = (),
+    test: float = 0.0,
 ) -> pd.DataFrame:
     """Add a ``fold`` column (0..k-1) assigning each patient to one of ``k`` folds.
 
     Stratified like :func:`split_manifest`: within each stratum the shuffled patients are
     dealt round-robin, the starting fold continuing from one stratum to the next, so the
     fold sizes differ by at most one patient and each fold has its share of positives.
+
+    With ``test > 0`` a stratified share of patients is first held out (``split`` =
+    ``test``, ``fold`` empty) and the folds cover the rest (``split`` = ``train``): the
+    usual design of cross-validation for model selection plus an untouched test set.
+    Without it, ``split`` is left as it is and ``fold`` is an ``int`` column.
     """
     if not isinstance(k, int) or k < 2:
         raise ConfigError(f"--folds must be an integer >= 2, got {k!r}")
     if len(df) == 0:
         raise ManifestError("the manifest has no rows to split")
-    pt = patient_table(df, stratify=stratify, extra_strata=extra_strata)
+    out = df.copy()
+    pool = out
+    if test:
+        out = split_manifest(out, val=0.0, test=test, seed=seed, stratify=stratify, extra_strata=extra_strata)
+        pool = out[out["split"] == "train"]
+    pt = patient_table(pool, stratify=stratify, extra_strata=extra_strata)
     if len(pt) < k:
-        raise ConfigError(f"{k} folds need at least {k} patients; the manifest has {len(pt)}")
+        raise ConfigError(f"{k} folds need at least {k} patients; {len(pt)} available")
     fold: dict[Any, int] = {}
     pos = 0
     for ids in _shuffled_strata(pt, seed):
         for pid in ids:
             fold[pid] = pos % k
             pos += 1
-    out = df.copy()
-    out["fold"] = out["patient_id"].map(fold).astype(int)
-    check_no_leakage(out, column="fold")
+    out["fold"] = out["patient_id"].map(fold).astype("Int64" if test else int)
+    check_no_leakage(out.assign(fold=out["fold"].astype(str).replace("<NA>", "")), column="fold")
+    if test:
+        check_no_leakage(out)
     return out
 
 
 def split_summary(df: pd.DataFrame, *, column: str = "split") -> pd.DataFrame:
     """Per split (or fold): patients, images, positive images and positive patients."""
     d = normalize_manifest(df) if column == "split" else df.assign(label=normalize_manifest(df)["label"])
-    groups = [s for s in SPLITS if s in set(d[column].astype(str))] if column == "split" else sorted(d[column].unique())
+    if column == "split":
+        groups = [s for s in SPLITS if s in set(d[column].astype(str))]
+    else:
+        groups = sorted(d[column].dropna().unique())
     rows = []
     for s in groups:
         part = d[d[column].astype(str) == str(s)]
