@@ -93,7 +93,7 @@ def augment_batch(x: Any, m: Any, gen: Any, strength: float) -> tuple[Any, Any]:
 
 
 def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, batch_size: int, seed: int,
-               loc_weight: float, aug: float, log: Any) -> list[dict[str, float]]:
+               loc_weight: float, aug: float, log: Any, freeze: str = "none") -> list[dict[str, float]]:
     import torch
     import torch.nn.functional as F
 
@@ -104,7 +104,12 @@ def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, bat
     y_all = torch.tensor([float(c.label) for c in cases])
     n_pos = float(y_all.sum())
     pos_weight = torch.tensor((len(cases) - n_pos) / max(1.0, n_pos))
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    frozen = {"none": (), "early": ("stem", "layer1", "layer2"),
+              "backbone": ("stem", "layer1", "layer2", "layer3", "layer4")}[freeze]
+    for pname, prm in model.backbone.named_parameters():
+        # frozen weights; batch-norm running statistics still adapt to whole images (AdaBN)
+        prm.requires_grad_(not pname.startswith(frozen))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(cases) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     has_loc = getattr(model, "kind", "") == "attention" and loc_weight > 0
@@ -280,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="256x208", help="cache size HxW")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--freeze", choices=("none", "early", "backbone"), default="none",
+                    help="backbone weights kept fixed in whole-image training (none | early = stem..layer2 | backbone)")
     ap.add_argument("--loc-weight", type=float, default=1.0)
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
     ap.add_argument("--patch-size", type=int, default=64)
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     init_tag = "" if init.lower() in ("none", "") else "+init:" + Path(init).stem
     only = {int(v) for v in args.only_folds.split(",") if v.strip()} if args.only_folds else set(range(args.folds))
 
-    common = {k: getattr(args, k) for k in ("epochs", "arch", "size", "batch_size", "lr", "augment", "seed", "folds")}
+    common = {k: getattr(args, k) for k in ("epochs", "arch", "size", "batch_size", "lr", "augment", "seed", "folds", "freeze")}
     if args.arch == "tiny":
         common["tiny_width"] = args.tiny_width
     patch_cfg = {k: getattr(args, k) for k in ("patch_size", "patch_epochs", "patch_per_lesion", "patch_background", "patch_lr")}
@@ -345,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         patch_info: dict[str, Any] | None = None
         weights = init
         for kind in kinds:
-            name = f"{kind}_{args.arch}" + ("+patch" if args.patch_pretrain else "") + init_tag + (f"+{args.tag}" if args.tag else "")
+            name = (f"{kind}_{args.arch}" + ("+patch" if args.patch_pretrain else "") + init_tag
+                    + (f"+freeze-{args.freeze}" if args.freeze != "none" else "") + (f"+{args.tag}" if args.tag else ""))
             settings = {**common, "model": kind, "loc_weight": args.loc_weight if kind == "attention" else 0.0,
                         "patch_pretrain": bool(args.patch_pretrain), "init": init,
                         **(patch_cfg if args.patch_pretrain else {})}
@@ -390,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{name}] fold {fold}: training on {len(tr)} images ({sum(c.label for c in tr)} malignant), "
                 f"testing on {len(te)} ({sum(c.label for c in te)} malignant)")
             hist = train_fold(model, tr, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + fold,
-                              loc_weight=args.loc_weight, aug=args.augment, log=log)
+                              loc_weight=args.loc_weight, aug=args.augment, log=log, freeze=args.freeze)
             rows = score_fold(model, te)
             secs = time.time() - tf
             rec: dict[str, Any] = {"rows": rows, "history": hist, "seconds": secs}
