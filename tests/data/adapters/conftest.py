@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ def _write_dicom(path: Path, *, patient_id: str = "P1", laterality: str = "L", v
                  manufacturer: str = "HOLOGIC, Inc.", **kw) -> Path:
     from mammolens.data.synthetic import write_mammogram_dicom
 
-    rng = np.random.default_rng(abs(hash((str(path), sop))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{path}|{sop}".encode()))  # reproducible pixels
     px = rng.integers(0, 4000, size=(rows, cols), dtype=np.uint16)
     return write_mammogram_dicom(
         path, px, manufacturer=manufacturer, laterality=laterality, view=view,
