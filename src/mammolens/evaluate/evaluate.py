@@ -702,7 +702,10 @@ def reader_section(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], *, src: s
         if len(r):
             section["heatmap_acceptability"] = {**_proportion(int(r.sum()), int(len(r))), "n_ratings": int(len(r)),
                                                 "n_acceptable": int(r.sum())}
-    return section, {"reader_aucs": pd.DataFrame(per_reader)}, {"ai": ai_curve, "readers": curves}
+    rtables = {"reader_aucs": pd.DataFrame(per_reader)}
+    if avr.get("per_reader"):
+        rtables["ai_vs_readers"] = pd.DataFrame(avr["per_reader"])
+    return section, rtables, {"ai": ai_curve, "readers": curves}
 
 
 # ----------------------------------------------------------------------------- interpretability
