@@ -156,18 +156,20 @@ def render_png(
 
 
 def heatmap_png(
-    heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.05
+    heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.2
 ) -> bytes:
     """RGBA PNG of ``heat`` (original geometry, [0, 1]) sized like :func:`render_png`."""
+    from mammolens.io.dicom_out import heat_colormap
+
     h, w = _target_size(*d.raw.shape, max_h)
     hm = _resize(np.asarray(heat, dtype=np.float32), (h, w))
     hm = np.clip(hm, 0.0, 1.0)
-    peak = float(hm.max())
-    norm = hm / peak if peak > 0 else hm
-    from mammolens.io.dicom_out import heat_colormap
-
+    lo, hi = float(hm.min()), float(hm.max())
+    # contrast-stretched to the map's own range: the strongest evidence is bright and
+    # opaque, the weakest transparent (the absolute scores are shown as numbers)
+    norm = (hm - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(hm)
     rgb = heat_colormap(norm)
-    alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.7 * 255.0
+    alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.8 * 255.0
     rgba = np.dstack([rgb, alpha]).astype(np.uint8)
     if hanging and d.mirror:
         rgba = rgba[:, ::-1]

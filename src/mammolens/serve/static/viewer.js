@@ -87,7 +87,7 @@
     if (readerMode) renderReadPanel(); else setupReadingStatus();
   }
 
-  function setupReadingStatus() {
+  async function setupReadingStatus() {
     const sel = $("#reading-status");
     sel.value = study.reading_status;
     if (!setupReadingStatus.done) {
