@@ -81,7 +81,10 @@ def _resolve_ts(transfer_syntax: str) -> Any:
     from pydicom.uid import UID
 
     key = str(transfer_syntax).strip()
-    uid = UID(TRANSFER_SYNTAXES.get(key.lower().replace("-", "").replace(" ", "_"), key))
+    value = TRANSFER_SYNTAXES.get(key.lower().replace("-", "").replace(" ", "_"), key)
+    if not all(part.isdigit() for part in value.split(".")):
+        raise ValueError(f"unknown transfer syntax {transfer_syntax!r}; use a UID or one of {sorted(TRANSFER_SYNTAXES)}")
+    uid = UID(value)
     if not uid.is_valid or not uid.is_transfer_syntax:
         raise ValueError(f"unknown transfer syntax {transfer_syntax!r}; use a UID or one of {sorted(TRANSFER_SYNTAXES)}")
     return uid
