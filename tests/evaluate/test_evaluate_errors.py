@@ -109,3 +109,21 @@ def test_qc_exclusions_in_flow(cohort: dict, tmp_path: Path) -> None:
     assert flow["inputs found"]["n"] == 120 + 4  # 3 ingest + 1 preprocess rejection not in the manifest
     assert (tmp_path / "out" / "tables" / "qc_exclusions.csv").exists()
     assert "no breast found: 1" in res.report_path.read_text()
+
+
+def test_cli_help_has_example() -> None:
+    from mammolens.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--manifest", "--compare", "--reads", "--split", "--qc", "--json"):
+        assert opt in r.output
+    assert "Example" in r.output
+
+
+def test_cli_bad_level_is_usage_error(cohort: dict, tmp_path: Path) -> None:
+    from mammolens.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", str(cohort["predictions"]), "--manifest", str(cohort["manifest"]),
+                                 "--out", str(tmp_path / "o"), "--level", "patient"])
+    assert r.exit_code == 2
