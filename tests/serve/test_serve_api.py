@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def test_login_throttled_after_failures(service_app):
     assert r.status_code == 429
 
 
-def test_upload_score_worklist_viewer(service_app, tmp_path: Path):
+def test_upload_score_worklist_viewer(service_app, tmp_path: Path, caplog):
+    caplog.set_level(logging.DEBUG, logger="mammolens")
     _app, api, scorer = service_app
     c = api.client
     admin, reader = api.login("admin"), api.login("r1")
@@ -152,6 +154,9 @@ def test_upload_score_worklist_viewer(service_app, tmp_path: Path):
     assert c.delete(f"/api/studies/{ids[2]}", headers=admin).status_code == 200
     assert c.get(f"/api/studies/{ids[2]}", headers=admin).status_code == 404
     assert c.get("/api/queue", headers=reader).json()["counts"].get("scored") == 2
+    # the service logged its work, and no patient identifier (nor the q= filter value)
+    assert "intake: study #" in caplog.text and "worker: study #" in caplog.text
+    assert "PAT-" not in caplog.text and "ACC0" not in caplog.text and "Patient" not in caplog.text
 
 
 def test_upload_refusals(service_app, tmp_path: Path):

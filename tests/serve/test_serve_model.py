@@ -97,3 +97,44 @@ def test_cli_users_and_serve_help(tmp_path: Path, tiny_run: Path, monkeypatch):
     assert r.exit_code == 0 and "--model" in r.output and "--pacs" in r.output
     r = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_serve_command_starts_and_stops(tmp_path: Path, tiny_run: Path):
+    """`mammolens serve` as a process: health check without auth, API needs auth."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from serve_fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "MAMMOLENS_SECRET_KEY": "cli-test-secret-0123456789"}
+    exe = Path(sys.executable).with_name("mammolens")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--model", str(tiny_run), "--data", str(tmp_path / "d"), "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        end = time.monotonic() + 90
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < end, "server did not start"
+            time.sleep(0.3)
+        assert r.json()["worker"] == "running"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/studies").status_code == 401
+        assert (tmp_path / "d" / "mammolens.db").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0

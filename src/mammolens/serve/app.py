@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -48,6 +48,14 @@ class ServeSettings:
         Exam-score threshold above which a study is flagged on the worklist.
     watch_dir
         Folder watched for new DICOM files (``None``: off).
+    max_upload_bytes, max_upload_files
+        Limits of one upload request.
+    worker_threads, max_attempts
+        Scoring threads; attempts before a study is marked ``failed``.
+    dicom_out, store_to_pacs
+        Write SR/heatmap objects after scoring; STOW them to the PACS.
+    secret_key
+        Session signing key (default: ``MAMMOLENS_SECRET_KEY`` or an ephemeral key).
     """
 
     model: Path | None = None
@@ -66,7 +74,6 @@ class ServeSettings:
     store_to_pacs: bool = True
     cookie_secure: bool = False
     secret_key: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> ServeSettings:
         if not 0.0 <= float(self.operating_point) <= 1.0:
