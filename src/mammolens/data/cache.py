@@ -63,7 +63,10 @@ class Cache:
             raise CacheError(f"{sfile}: not a mammolens cache settings file ({e})") from None
         self.root = root
         self.key = self.settings.key()
-        rows = read_index_rows(root / INDEX_FILE)
+        try:
+            rows = read_index_rows(root / INDEX_FILE)
+        except MammolensError as e:
+            raise CacheError(str(e)) from None
         # latest row per image, only rows made with these settings
         self._rows: dict[str, dict[str, str]] = {}
         for r in rows:
