@@ -211,3 +211,38 @@ def test_real_mini_mias_manifest(tmp_path, mias_dir):
         img, _, tf = res.cache.load(iid)
         assert tf.flipped == (int(iid[3:]) % 2 == 1)
         assert img[:, :16].mean() > img[:, -16:].mean()
+
+
+_KILL_SCRIPT = r"""
+import os, signal, sys
+import pandas as pd
+from mammolens.data.preprocess import PreprocessSettings, preprocess_manifest
+
+def main():
+    df = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
+    def progress(done, total):
+        if done >= 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard kill mid-run
+    preprocess_manifest(df, sys.argv[2], PreprocessSettings(size=(64, 48), seg_size=128), progress=progress)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_killed_run_resumes(tmp_path):
+    import subprocess
+    import sys
+
+    df = _manifest(tmp_path, n=6, bad=False)
+    mpath = tmp_path / "m.csv"
+    df.to_csv(mpath, index=False)
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT)
+    cdir = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, str(script), str(mpath), str(cdir)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    c = open_cache(cdir)
+    assert len(c.image_ids) == 3
+    r = preprocess_manifest(df, cdir, S, progress=False)
+    assert (r.processed, r.skipped) == (3, 3) and len(r.cache.image_ids) == 6
