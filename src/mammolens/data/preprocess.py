@@ -830,7 +830,19 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (0 where the platform cannot tell)."""
+    """Peak resident memory of this process in MB (0 where the platform cannot tell).
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (``getrusage``'s ``ru_maxrss`` survives
+    ``fork``/``exec``, so a fresh child would report its parent's peak); elsewhere
+    ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
 
