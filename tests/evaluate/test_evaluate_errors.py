@@ -127,3 +127,15 @@ def test_cli_bad_level_is_usage_error(cohort: dict, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["evaluate", str(cohort["predictions"]), "--manifest", str(cohort["manifest"]),
                                  "--out", str(tmp_path / "o"), "--level", "patient"])
     assert r.exit_code == 2
+
+
+def test_without_validation_predictions_says_so(cohort: dict, tmp_path: Path) -> None:
+    p = pd.read_csv(cohort["predictions"])
+    m = pd.read_csv(cohort["manifest"], dtype=str, keep_default_na=False)
+    test_ids = set(m.loc[m["split"] == "test", "image_id"])
+    p[p["image_id"].isin(test_ids)].to_csv(tmp_path / "p.csv", index=False)
+    res = evaluate(tmp_path / "p.csv", cohort["manifest"], tmp_path / "out", svg=False, gallery_size=0)
+    op = res.results["performance"]["image"]["operating_point"]
+    assert op["chosen_on"].startswith("evaluated split")
+    assert any("operating points were chosen on the evaluated split" in w for w in res.results["warnings"])
+    assert "optimistic" in res.report_path.read_text()
