@@ -6,6 +6,8 @@ Stages (each writes a file under ``OUT``; a rerun skips the stages already finis
     ingest     OUT/manifest.csv              dicom adapter, annotations joined (+ QC table)
     preprocess OUT/cache/                    crop, flip, resize (+ QC table)
     split      OUT/manifest_split.csv        train / val / test by patient
+    pretrain   OUT/runs/patch_backbone.pt    backbone pretrained on lesion/background patches
+                                             of the training images (Shen et al. 2019)
     train      OUT/runs/{attention,baseline}/ tiny preset, CPU
     predict    OUT/predictions/{attention,baseline}.csv (+ heatmaps, overlays)
     readers    OUT/reads.csv                 simulated reader study (unaided, then aided)
@@ -26,7 +28,7 @@ from typing import Any
 
 from mammolens.errors import MammolensError
 
-STAGES = ("synth", "ingest", "preprocess", "split", "train_attention", "train_baseline", "predict", "readers", "evaluate")
+STAGES = ("synth", "ingest", "preprocess", "split", "pretrain", "train_attention", "train_baseline", "predict", "readers", "evaluate")
 
 #: the bar the attention model must reach on the synthetic test split (image-level AUC)
 TARGET_AUC = 0.90
@@ -150,6 +152,8 @@ def run_demo(
     n_readers: int = 5,
     config: str = "tiny",
     overrides: dict[str, Any] | None = None,
+    patch_pretrain: bool = True,
+    patch_epochs: int = 6,
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> DemoResult:
@@ -175,6 +179,11 @@ def run_demo(
         Training preset (``tiny`` on CPU).
     overrides
         Extra dotted training overrides (e.g. ``{"data.batch_size": 8}``).
+    patch_pretrain, patch_epochs
+        Pretrain the backbone on lesion vs background patches cut from the training
+        images' annotations (Shen et al. 2019, Sci Rep 9:12495) and start both models
+        from it; without it a tiny model trained from scratch on a few hundred images
+        learns slowly.
     log
         Where stage messages go (the CLI prints them with rich).
     progress
@@ -191,7 +200,8 @@ def run_demo(
     ov: dict[str, Any] = {"train.seed": seed, **(overrides or {})}
     if max_epochs is not None:
         ov["train.max_epochs"] = int(max_epochs)
-    params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": ov, "n_readers": n_readers}
+    params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": ov, "n_readers": n_readers,
+              "patch_pretrain": patch_pretrain, "patch_epochs": patch_epochs}
     state = _State(out, params)
     t_all = time.perf_counter()
     times: dict[str, float] = {}
@@ -205,6 +215,7 @@ def run_demo(
     runs = {"attention": out / "runs" / "attention", "baseline": out / "runs" / "baseline"}
     preds = {k: out / "predictions" / f"{k}.csv" for k in runs}
     reads_csv = out / "reads.csv"
+    patch_weights = out / "runs" / "patch_backbone.pt"
     eval_dir = out / "evaluation"
 
     def stage(i: int, name: str, fn: Callable[[], tuple[list[Path], dict[str, Any]]]) -> None:
@@ -271,17 +282,56 @@ def run_demo(
 
     stage(4, "split", do_split)
 
-    # 5-6. train -------------------------------------------------------------------------
+    # 5. patch pretraining ------------------------------------------------------------------
+    def do_pretrain() -> tuple[list[Path], dict[str, Any]]:
+        if not patch_pretrain:
+            marker = out / "runs" / "no_patch_pretrain.txt"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("patch pretraining disabled; models start from random weights\n")
+            return [marker], {"skipped": True}
+        from mammolens.config import load_config
+        from mammolens.data.cache import open_cache
+        from mammolens.train.patch_pretrain import patch_pretrain as run_patch_pretrain
+
+        df = read_manifest(man_split, resolve_paths=False)
+        cache = open_cache(cache_dir)
+        tr = df[df["split"] == "train"]
+        images, masks, ids = [], [], []
+        for iid in tr["image_id"]:
+            img, mask, _ = cache.load(iid)
+            images.append(img)
+            masks.append(mask)
+            ids.append(iid)
+        cfg = load_config(config)
+        patch_weights.parent.mkdir(parents=True, exist_ok=True)
+        res = run_patch_pretrain(
+            images, masks, ids, patch_weights, arch=cfg.model.arch, tiny_width=cfg.model.tiny_width,
+            exclude=df.loc[df["split"] != "train", "image_id"].tolist(), patch_size=48, per_lesion=12,
+            background_per_image=8, epochs=patch_epochs, seed=seed,
+            progress=lambda r: log(f"    patch epoch {int(r['epoch'])}: loss {r['loss']:.3f} accuracy {r['accuracy']:.3f}"),
+        )
+        return [patch_weights], {"n_patches": res.n_patches, "history": res.history}
+
+    stage(5, "pretrain", do_pretrain)
+    if patch_pretrain:
+        ov["model.pretrained"] = str(patch_weights)
+
+    # 6-7. train -------------------------------------------------------------------------
     def do_train(kind: str) -> Callable[[], tuple[list[Path], dict[str, Any]]]:
         def fn() -> tuple[list[Path], dict[str, Any]]:
             from mammolens.train.api import train
 
-            run = runs[kind]
-            resume = (run / "checkpoints" / "last.ckpt").exists()
-            if run.exists() and not resume:
-                import shutil
+            import shutil
 
-                shutil.rmtree(run)  # an unfinished run without a checkpoint: start it again
+            run = runs[kind]
+            stamp = run.parent / f"{kind}.params.json"
+            want = json.dumps({**params, "overrides": ov}, sort_keys=True, default=str)
+            same = stamp.exists() and stamp.read_text() == want
+            resume = same and (run / "checkpoints" / "last.ckpt").exists()
+            if run.exists() and not resume:
+                shutil.rmtree(run)  # unfinished, or trained with other settings: start again
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(want)
             res = train(man_split, cache_dir, config=config, out=run, model=kind, overrides=dict(ov),
                         resume=resume, device="cpu", progress=progress)
             if res.best_checkpoint is None:
@@ -290,10 +340,10 @@ def run_demo(
 
         return fn
 
-    stage(5, "train_attention", do_train("attention"))
-    stage(6, "train_baseline", do_train("baseline"))
+    stage(6, "train_attention", do_train("attention"))
+    stage(7, "train_baseline", do_train("baseline"))
 
-    # 7. predict -------------------------------------------------------------------------
+    # 8. predict -------------------------------------------------------------------------
     def do_predict() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.predict import predict
 
@@ -308,9 +358,9 @@ def run_demo(
             outs.append(preds[kind])
         return outs, {}
 
-    stage(7, "predict", do_predict)
+    stage(8, "predict", do_predict)
 
-    # 8. reader study --------------------------------------------------------------------
+    # 9. reader study --------------------------------------------------------------------
     def do_readers() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.evaluate.reader_sim import simulate_reader_study
 
@@ -319,9 +369,9 @@ def run_demo(
         reads.to_csv(reads_csv, index=False)
         return [reads_csv], {"cases": int(len(cases)), "readers": n_readers}
 
-    stage(8, "readers", do_readers)
+    stage(9, "readers", do_readers)
 
-    # 9. evaluate ------------------------------------------------------------------------
+    # 10. evaluate ------------------------------------------------------------------------
     def do_evaluate() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.evaluate import evaluate
 
@@ -330,7 +380,7 @@ def run_demo(
                        split="test", qc=qc, run=runs["attention"], seed=seed)
         return [res.results_path, res.report_path], {}
 
-    stage(9, "evaluate", do_evaluate)
+    stage(10, "evaluate", do_evaluate)
 
     results = json.loads((eval_dir / "results.json").read_text())
     head = headline_from_results(results)
