@@ -319,9 +319,9 @@ def run_demo(
     # 6-7. train -------------------------------------------------------------------------
     def do_train(kind: str) -> Callable[[], tuple[list[Path], dict[str, Any]]]:
         def fn() -> tuple[list[Path], dict[str, Any]]:
-            from mammolens.train.api import train
-
             import shutil
+
+            from mammolens.train.api import train
 
             run = runs[kind]
             stamp = run.parent / f"{kind}.params.json"
