@@ -31,9 +31,7 @@ def preprocess(
 ) -> None:
     """Decode, crop to the breast, flip (chest wall left), resize and cache every image.
 
-    Resumable: run the same command again after an interruption and finished images are
-    skipped; changing a setting reprocesses. Rejected inputs are listed in CACHE/qc.csv
-    (exit status 3).
+    Resumable: run the same command again after an interruption and finished images are skipped; changing a setting reprocesses. Rejected inputs are listed in CACHE/qc.csv (exit status 3).
 
     Example:
 
