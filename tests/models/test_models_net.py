@@ -166,3 +166,16 @@ def test_imagenet_from_torch_home_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
     m = create_model("baseline_resnet18", pretrained="imagenet")
     assert torch.allclose(m.backbone.stem[0].conv1.weight, torch.full((64, 1, 7, 7), 3.0))
+
+
+def test_balanced_dense_bce_weights_lesion_cells_equally():
+    from mammolens.train.losses import balanced_dense_bce
+
+    t = torch.zeros(1, 4, 4)
+    t[0, 0, 0] = 1
+    logits = torch.full((1, 4, 4), -5.0)  # all background: the lesion cell is missed
+    missed = balanced_dense_bce(logits, t).item()
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, t).item()
+    assert missed > 2 * plain  # the one lesion cell counts for half the loss
+    empty = balanced_dense_bce(logits, torch.zeros(1, 4, 4)).item()
+    assert empty == pytest.approx(torch.nn.functional.softplus(torch.tensor(-5.0)).item(), rel=1e-4)

@@ -5,7 +5,7 @@
 * with a lesion mask (cache mask present and, for a malignant image, some pixel = 2):
   dense binary cross-entropy between the localisation logits (layer4 grid) and the
   malignant mask max-pooled to that grid (a cell is positive when any of its pixels is
-  malignant);
+  malignant), lesion and background cells weighted equally (:func:`balanced_dense_bce`);
 * without one: multiple-instance (weak) supervision: binary cross-entropy between the
   LSE-pooled localisation map (:func:`mammolens.models.lse_pool`) and the image label.
 
@@ -31,6 +31,22 @@ def mask_targets(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_max_pool2d(m, grid).squeeze(1)
 
 
+def balanced_dense_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image BCE with lesion and background cells weighted equally: ``(B,)``.
+
+    A lesion covers a few cells of the grid; an unweighted mean would let the background
+    drown it. For an image with lesion cells the loss is the mean of (mean BCE over lesion
+    cells) and (mean BCE over background cells); without, the mean over all cells.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
+    t = target.flatten(1)
+    n_pos = t.sum(dim=1)
+    n_neg = t.shape[1] - n_pos
+    pos = (bce * t).sum(dim=1) / n_pos.clamp_min(1)
+    neg = (bce * (1 - t)).sum(dim=1) / n_neg.clamp_min(1)
+    return torch.where(n_pos > 0, 0.5 * (pos + neg), bce.mean(dim=1))
+
+
 def mammo_loss(
     out: dict[str, torch.Tensor],
     batch: dict[str, Any],
@@ -54,7 +70,7 @@ def mammo_loss(
     per = torch.zeros(b, device=loc.device)
     if has_mask.any():
         tgt = mask_targets(batch["mask"].to(loc.device), tuple(loc.shape[-2:]))
-        dense = F.binary_cross_entropy_with_logits(loc, tgt, reduction="none").mean(dim=(1, 2))
+        dense = balanced_dense_bce(loc, tgt)
         per = torch.where(has_mask, dense, per)
     if (~has_mask).any():
         weak = F.binary_cross_entropy_with_logits(lse_pool(loc, lse_r), y, reduction="none")
