@@ -42,7 +42,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2) -> dict:
+def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2, gradcam: bool = False) -> dict:
     import uvicorn
 
     from mammolens.data.synthetic import synthesize_cohort
@@ -60,7 +60,8 @@ def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2) -> di
         exams.setdefault(p.parent, []).append(p)
     payloads = [[("files", (p.name, p.read_bytes(), "application/dicom")) for p in files] for files in exams.values()][:n_studies]
 
-    app = create_app(ServeSettings(model=run, data_dir=workdir / f"data-{name}", secret_key="bench-secret-key-0123456789"))
+    app = create_app(ServeSettings(model=run, data_dir=workdir / f"data-{name}", secret_key="bench-secret-key-0123456789",
+                                   gradcam=gradcam))
     with app.state.svc.db.session() as s:
         create_user(s, "admin", PASSWORD, role="admin")
         create_user(s, "reader", PASSWORD, role="reader")
@@ -123,6 +124,7 @@ def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2) -> di
         "model": name,
         "preset": preset,
         "input_size": list(size),
+        "gradcam": gradcam,
         "studies": len(payloads),
         "images": sum(len(p) for p in payloads),
         "upload_errors": sum(1 for c in codes if c != 202),
@@ -145,6 +147,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny", "resnet50"], choices=sorted(MODELS))
     ap.add_argument("--studies", type=int, default=20, help="studies per tiny run")
     ap.add_argument("--studies-resnet50", type=int, default=6, help="studies for the ResNet-50 run (CPU: slow)")
+    ap.add_argument("--gradcam", action="store_true", help="also compute Grad-CAM maps (the service's --gradcam)")
+    ap.add_argument("--append", action="store_true", help="add to the results already in --out")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "serve_load.json")
     args = ap.parse_args()
     import torch
@@ -153,9 +157,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mammolens-bench-serve-") as tmp:
         for name in args.models:
             n = args.studies_resnet50 if name == "resnet50" else args.studies
-            r = run_one(name, n, Path(tmp) / name)
+            r = run_one(name, n, Path(tmp) / name, gradcam=args.gradcam)
             print(json.dumps(r, indent=1), flush=True)
             results.append(r)
+    if args.append and args.out.exists():
+        results = json.loads(args.out.read_text(encoding="utf-8"))["results"] + results
     out = {
         "benchmark": "serve load: concurrent uploads + worklist reads on loopback; time until every study is scored and its DICOM outputs written",
         "machine": {

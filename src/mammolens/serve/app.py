@@ -52,6 +52,9 @@ class ServeSettings:
         Limits of one upload request.
     worker_threads, max_attempts
         Scoring threads; attempts before a study is marked ``failed``.
+    gradcam
+        Also compute Grad-CAM maps (a backward pass per image; the viewer shows the
+        localisation map).
     dicom_out, store_to_pacs
         Write SR/heatmap objects after scoring; STOW them to the PACS.
     secret_key
@@ -70,6 +73,7 @@ class ServeSettings:
     worker_threads: int = 1
     max_attempts: int = 3
     device: str = "cpu"
+    gradcam: bool = False
     dicom_out: bool = True
     store_to_pacs: bool = True
     cookie_secure: bool = False
@@ -100,7 +104,7 @@ class Service:
         self.signer = TokenSigner(settings.secret_key or secret_key_from_env())
         self.throttle = LoginThrottle()
         if scorer is None and settings.model is not None:
-            scorer = PredictorScorer(settings.model, device=settings.device)
+            scorer = PredictorScorer(settings.model, device=settings.device, gradcam=settings.gradcam)
         self.scorer = scorer
         self.pacs = None
         if settings.pacs_url:

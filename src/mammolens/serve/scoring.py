@@ -52,8 +52,11 @@ class PredictorScorer:
     are serialised with a lock: one model, one forward pass at a time.
     """
 
-    def __init__(self, model: str | Path, *, device: str = "cpu") -> None:
+    def __init__(self, model: str | Path, *, device: str = "cpu", gradcam: bool | None = False) -> None:
         self.model_path = Path(model)
+        #: Grad-CAM costs a backward pass per image and the viewer shows the localisation
+        #: map: off by default in the service (``None``: the run's ``predict.gradcam``)
+        self.gradcam = gradcam
         if not self.model_path.exists():
             raise CheckpointError(f"{self.model_path}: model run or checkpoint not found")
         self.device = device
@@ -65,7 +68,10 @@ class PredictorScorer:
         if self._predictor is None:
             from mammolens.predict import load_predictor
 
-            self._predictor = load_predictor(self.model_path, device=self.device)
+            predictor = load_predictor(self.model_path, device=self.device)
+            if self.gradcam is not None:
+                predictor.config.predict.gradcam = bool(self.gradcam)
+            self._predictor = predictor
         return self._predictor
 
     def score_files(self, paths: list[Path], heatmaps_dir: Path) -> dict[Path, ImageResult]:
