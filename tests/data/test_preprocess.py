@@ -243,3 +243,24 @@ def test_real_mini_mias_files(mias_dir):
         # the MIAS labels (bright, ~255) are removed; the breast fills most of the frame
         assert (res.image > 0.05).mean() > 0.5
         assert res.transform.crop_w < 1024 * 0.7
+
+
+@pytest.mark.parametrize("threshold", ["otsu", "triangle", 0.2])
+def test_threshold_methods_find_the_breast(threshold):
+    img, info = phantom(mlo=True)
+    res = preprocess_image(img, S.model_copy(update={"threshold": threshold}), laterality="L")
+    ys, xs = np.nonzero(info["breast"])
+    tf = res.transform
+    assert tf.crop_y0 <= ys.min() and ys.max() < tf.crop_y1 and xs.max() < tf.crop_x1
+    assert tf.crop_x1 < 0.75 * img.shape[1]
+
+
+def test_no_crop_and_no_flip():
+    img, _ = phantom(chest="right")
+    r = preprocess_image(img, S.model_copy(update={"crop": False}))
+    t = r.transform
+    assert (t.crop_y0, t.crop_y1, t.crop_x0, t.crop_x1) == (0, img.shape[0], 0, img.shape[1]) and t.flipped
+    r2 = preprocess_image(img, S.model_copy(update={"crop": False, "flip_to": "none"}), laterality="R")
+    assert not r2.transform.flipped and r2.chest_wall == "right"
+    cols = r2.image.mean(axis=0)
+    assert cols[-20:].mean() > cols[:5].mean()  # the chest wall stays on the right

@@ -122,8 +122,8 @@ class PreprocessSettings(BaseModel):
         value in (0, 1) on the display-ready image.
     low_threshold
         Hysteresis for the skin line: the breast found at ``threshold`` grows into the
-        connected region above ``low_threshold x threshold`` (0 disables; ignored with a
-        fixed threshold).
+        connected region above ``low_threshold x threshold`` (0 disables; Otsu only: the
+        triangle threshold already sits at the foot of the background peak).
     crop
         Crop to the breast (``False``: keep the whole image; flipping still applies).
     mask_background
@@ -347,7 +347,7 @@ def segment_breast(img: np.ndarray, settings: PreprocessSettings, *, where: str 
     if core is None:
         raise InputError(where, "no breast found: nothing above the background threshold")
     comp = core
-    if settings.low_threshold > 0 and not isinstance(settings.threshold, float):
+    if settings.low_threshold > 0 and settings.threshold == "otsu":
         # hysteresis: grow into the fainter skin-line region connected to the core
         t_low = max(1, int(round(settings.low_threshold * t)))
         low = cv2.morphologyEx((u8 > t_low).astype(np.uint8), cv2.MORPH_OPEN, kernel)
