@@ -427,7 +427,7 @@ from functools import lru_cache  # noqa: E402
 
 MU_FAT, MU_GLAND, MU_MUSCLE, MU_SKIN, MU_MASS, MU_CALC = 0.046, 0.080, 0.085, 0.080, 0.084, 1.2
 #: demo-visibility boosts at conspicuity 1.0 (so findings survive ~1 mm/px downsampling)
-MASS_GAIN, CALC_GAIN = 1.6, 4.0
+MASS_GAIN, CALC_GAIN = 2.4, 4.0
 
 #: BI-RADS density -> range of the dense (fibroglandular) area fraction
 DENSITY_FRACTION = {"A": (0.04, 0.15), "B": (0.15, 0.35), "C": (0.35, 0.6), "D": (0.6, 0.85)}
