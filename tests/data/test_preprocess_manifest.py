@@ -246,3 +246,28 @@ def test_killed_run_resumes(tmp_path):
     assert len(c.image_ids) == 3
     r = preprocess_manifest(df, cdir, S, progress=False)
     assert (r.processed, r.skipped) == (3, 3) and len(r.cache.image_ids) == 6
+
+
+def test_relative_mask_lesions_resolve_against_the_manifest_folder(tmp_path):
+    df = _manifest(tmp_path, n=2, bad=False)
+    img = cv2.imread(df.loc[0, "path"], cv2.IMREAD_UNCHANGED)
+    m = np.zeros(img.shape, np.uint8)
+    m[90:110, 40:60] = 255
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "m0.png"), m)
+    df.loc[0, "lesions"] = json.dumps([{"shape": "mask", "path": "masks/m0.png", "pathology": "malignant"}])
+    mpath = tmp_path / "manifest.csv"
+    df.to_csv(mpath, index=False)
+    res = preprocess_manifest(mpath, tmp_path / "c", S, progress=False)
+    assert res.flagged == 0 and res.rejected == 0
+    _, mask, tf = res.cache.load("p0/img 0")
+    assert mask is not None and mask.max() == 2
+    ys, xs = np.nonzero(mask == 2)
+    cx, cy = tf.forward_points(np.array([[50.0, 100.0]]))[0]
+    assert abs(xs.mean() + 0.5 - cx) < 1.0 and abs(ys.mean() + 0.5 - cy) < 1.0
+    # a mask file that exists nowhere: the image is kept, flagged, without a mask
+    df.loc[0, "lesions"] = json.dumps([{"shape": "mask", "path": "masks/nope.png", "pathology": "malignant"}])
+    res2 = preprocess_manifest(df, tmp_path / "c2", S, progress=False, base_dir=tmp_path)
+    assert res2.rejected == 0 and res2.flagged == 1
+    assert res2.cache.load("p0/img 0")[1] is None
+    assert "lesions_unreadable" in res2.qc.flagged[0].reason

@@ -67,7 +67,9 @@ def preprocess(
             def step(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = preprocess_manifest(df, out, settings, workers=workers, progress=step)
+            result = preprocess_manifest(
+                df, out, settings, workers=workers, progress=step, base_dir=Path(manifest).resolve().parent
+            )
     summary = result.to_dict()
     if json_out:
         emit_json(summary)

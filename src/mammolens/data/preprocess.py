@@ -743,16 +743,31 @@ class PreprocessResult:
         }
 
 
-def _task_iter(manifest: Any, todo: list[int], cache_dir: Path, settings_json: str) -> Iterator[dict[str, Any]]:
+def _task_iter(
+    manifest: Any, todo: list[int], cache_dir: Path, settings_json: str, base_dir: str
+) -> Iterator[dict[str, Any]]:
+    from pandas import NA as pd_na
+
     cols = manifest.columns
+
+    def text(v: Any) -> str:
+        if v is None or v is pd_na or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        return str(v)
+
+    def col(name: str) -> list[str]:
+        return [text(v) for v in manifest[name]] if name in cols else [""] * len(manifest)
+
+    ids, paths, lesions, lats = col("image_id"), col("path"), col("lesions"), col("laterality")
     for i in todo:
-        r = manifest.iloc[i]
+        path = paths[i]
         yield {
-            "image_id": str(r["image_id"]),
-            "path": str(r["path"]),
-            "lesions": str(r["lesions"]) if "lesions" in cols else "",
-            "laterality": str(r["laterality"]) if "laterality" in cols else "",
-            "base_dir": str(Path(str(r["path"])).parent) if str(r["path"]) else "",
+            "image_id": ids[i],
+            "path": path,
+            "lesions": lesions[i],
+            "laterality": lats[i],
+            "base_dir": base_dir,
+            "image_dir": str(Path(path).parent) if path else "",
             "cache_dir": str(cache_dir),
             "settings": settings_json,
         }
@@ -768,6 +783,26 @@ def _worker_init() -> None:
         cv2.setNumThreads(1)
     except Exception:  # noqa: BLE001 - best effort
         pass
+
+
+def _resolve_mask_paths(cell: str, folders: list[str]) -> str:
+    """Make relative ``mask`` lesion paths absolute: the first of ``folders`` where the file
+    exists (the manifest's folder first, then the image's); unchanged when none has it."""
+    if not cell or '"mask"' not in cell:
+        return cell
+    try:
+        items = json.loads(cell)
+    except json.JSONDecodeError:
+        return cell  # preprocess_image flags it
+    if not isinstance(items, list):
+        return cell
+    for le in items:
+        if isinstance(le, dict) and le.get("shape") == "mask" and not Path(str(le.get("path", ""))).is_absolute():
+            for f in folders:
+                if f and (Path(f) / str(le["path"])).exists():
+                    le["path"] = str(Path(f) / str(le["path"]))
+                    break
+    return json.dumps(items)
 
 
 def _process_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -797,10 +832,11 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
     try:
         if not path:
             raise InputError(None, "empty path in the manifest")
+        lesions = _resolve_mask_paths(task["lesions"], [task["base_dir"], task["image_dir"]])
         res = preprocess_image(
             Path(path),
             settings,
-            lesions=task["lesions"] or None,
+            lesions=lesions or None,
             laterality=task["laterality"],
             base_dir=task["base_dir"] or None,
         )
@@ -871,6 +907,7 @@ def preprocess_manifest(
     progress: bool | Callable[[int, int], None] = True,
     chunksize: int | None = None,
     mp_context: str | None = None,
+    base_dir: str | Path | None = None,
 ) -> PreprocessResult:
     """Preprocess every image of a manifest into a cache folder (parallel, resumable).
 
@@ -890,6 +927,10 @@ def preprocess_manifest(
         ``progress(done, total)`` after each image; ``False``: silent.
     chunksize
         Tasks per ``imap_unordered`` chunk (default: a few per worker and round).
+    base_dir
+        Folder that relative lesion ``mask`` paths are resolved against (default: the
+        manifest file's folder when ``manifest`` is a path, else the current folder; the
+        image's folder is tried next).
     mp_context
         Multiprocessing start method (default ``"forkserver"`` where available, else
         ``"spawn"``; ``"fork"`` can deadlock once OpenCV's thread pool has started).
@@ -911,7 +952,10 @@ def preprocess_manifest(
     if workers < 1:
         raise ValueError("workers must be >= 1")
     if isinstance(manifest, str | Path):
+        if base_dir is None:
+            base_dir = Path(manifest).resolve().parent
         manifest = read_manifest(manifest)
+    base = str(Path(base_dir).resolve()) if base_dir is not None else str(Path.cwd())
     if not isinstance(manifest, pd.DataFrame):
         raise TypeError("manifest must be a DataFrame or a manifest file path")
     for c in ("image_id", "path"):
@@ -972,7 +1016,7 @@ def preprocess_manifest(
         callback = progress
 
     writer = _IndexWriter(index_path)
-    tasks = _task_iter(manifest, todo, cache_dir, settings_json)
+    tasks = _task_iter(manifest, todo, cache_dir, settings_json, base)
     pool = None
     try:
         if bar is not None:
