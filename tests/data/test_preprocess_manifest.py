@@ -271,3 +271,19 @@ def test_relative_mask_lesions_resolve_against_the_manifest_folder(tmp_path):
     assert res2.rejected == 0 and res2.flagged == 1
     assert res2.cache.load("p0/img 0")[1] is None
     assert "lesions_unreadable" in res2.qc.flagged[0].reason
+
+
+def test_one_writer_per_cache(tmp_path):
+    pytest.importorskip("fcntl")
+    from mammolens.data.preprocess import _CacheLock
+    from mammolens.errors import MammolensError
+
+    df = _manifest(tmp_path, n=1, bad=False)
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    held = _CacheLock(cdir)
+    with pytest.raises(MammolensError, match="another"):
+        preprocess_manifest(df, cdir, S, progress=False)
+    assert not (cdir / "settings.json").exists()
+    held.release()
+    assert preprocess_manifest(df, cdir, S, progress=False).processed == 1

@@ -693,6 +693,28 @@ class _IndexWriter:
             self.fh.close()
 
 
+class _CacheLock:
+    """An exclusive advisory lock on CACHE/.lock: one writer per cache folder at a time."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.fh = (cache_dir / ".lock").open("a+")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks
+            return
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise MammolensError(
+                f"{cache_dir}: another `mammolens preprocess` is writing this cache; wait for it or use another --out"
+            ) from None
+
+    def release(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()  # closing drops the lock
+
+
 def write_index(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite index.csv atomically."""
     buf = io.StringIO()
@@ -970,16 +992,22 @@ def preprocess_manifest(
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / INDEX_FILE
     key = settings.key()
-    existing = {r["image_id"]: r for r in read_index_rows(index_path)}
-    settings_json = settings.model_dump_json()
-    _write_text_atomic(
-        cache_dir / SETTINGS_FILE,
-        json.dumps(
-            {"mammolens_cache": PREPROCESS_VERSION, "key": key, "settings": settings.model_dump(mode="json")},
-            indent=2,
+    lock = _CacheLock(cache_dir)  # one writer per cache folder
+    try:
+        existing = {r["image_id"]: r for r in read_index_rows(index_path)}
+        _write_text_atomic(
+            cache_dir / SETTINGS_FILE,
+            json.dumps(
+                {"mammolens_cache": PREPROCESS_VERSION, "key": key, "settings": settings.model_dump(mode="json")},
+                indent=2,
+            )
+            + "\n",
         )
-        + "\n",
-    )
+        writer = _IndexWriter(index_path)
+    except BaseException:
+        lock.release()
+        raise
+    settings_json = settings.model_dump_json()
 
     todo: list[int] = []
     for i, (iid, p) in enumerate(zip(ids, manifest["path"].astype(str), strict=True)):
@@ -1015,7 +1043,6 @@ def preprocess_manifest(
     elif callable(progress):
         callback = progress
 
-    writer = _IndexWriter(index_path)
     tasks = _task_iter(manifest, todo, cache_dir, settings_json, base)
     pool = None
     try:
@@ -1059,6 +1086,7 @@ def preprocess_manifest(
         write_index(index_path, keep)
         qc = _qc_from_rows([r for r in keep if r["image_id"] in order])
         qc.write_csv(cache_dir / QC_FILE)
+        lock.release()
 
     cache = open_cache(cache_dir)
     rejected = len({r.image_id for r in qc.rejected})
