@@ -842,8 +842,8 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
         "key": settings.key(),
         "file": "",
         "mask_file": "",
-        "height": settings.size[0],
-        "width": settings.size[1],
+        "height": "",
+        "width": "",
         "has_mask": 0,
         "transform": "",
         "flags": "",
@@ -874,7 +874,7 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
             row["mask_file"] = mrel
             row["has_mask"] = 1
         timings["write"] = time.perf_counter() - t_w
-        row.update(status="ok", transform=res.transform.to_json(), flags=";".join(f.replace(";", ",") for f in res.flags))
+        row.update(status="ok", height=settings.size[0], width=settings.size[1], transform=res.transform.to_json(), flags=";".join(f.replace(";", ",") for f in res.flags))
     except InputError as e:
         row["reason"] = e.reason
     except MemoryError:
