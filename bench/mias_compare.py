@@ -56,6 +56,37 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
     return d
 
 
+def secondary(merged: dict[str, Any]) -> None:
+    """Secondary AUCs of the same malignancy scores (descriptive, not used for any choice).
+
+    ``malignant_vs_normal`` drops benign-only images; ``abnormal_vs_normal`` asks whether
+    the score separates images with any finding from normal ones (lesion detection);
+    ``malignant_vs_benign`` keeps only images with a finding.
+    """
+    from mias_data import parse_info
+
+    from mammolens.stats.roc import auc_ci
+
+    try:
+        cases = {c.image_id: c for c in parse_info(merged["data"])}
+    except FileNotFoundError:
+        return
+    status = {i: ("malignant" if c.label else "benign" if (c.lesions or c.n_unlocated) else "normal") for i, c in cases.items()}
+    for cfg in merged["configs"].values():
+        rows = [r for f in cfg["folds"].values() for r in f["rows"]]
+        out = {}
+        for name, pos, neg in (("malignant_vs_normal", {"malignant"}, {"normal"}),
+                               ("abnormal_vs_normal", {"malignant", "benign"}, {"normal"}),
+                               ("malignant_vs_benign", {"malignant"}, {"benign"})):
+            sel = [r for r in rows if status.get(r["image_id"]) in pos | neg]
+            y = np.array([status[r["image_id"]] in pos for r in sel], dtype=int)
+            if 0 < y.sum() < len(y):
+                res = auc_ci(y, np.array([r["score"] for r in sel]), method="delong",
+                             clusters=np.array([r["patient_id"] for r in sel]))
+                out[name] = {"auc": res.auc, "ci_low": res.ci_low, "ci_high": res.ci_high, "n_pos": res.n_pos, "n_neg": res.n_neg}
+        cfg["summary"]["secondary_auc"] = out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+")
@@ -70,9 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         cfgs = d.pop("configs", {})
         if not merged:
             merged = {**d, "configs": {}}
-        merged["configs"].update(cfgs)
+        for name, cfg in cfgs.items():
+            have = merged["configs"].get(name)
+            if have is not None and have.get("key") == cfg.get("key"):
+                have["folds"].update(cfg["folds"])  # the same configuration, other folds (--only-folds runs)
+            elif have is not None:
+                raise SystemExit(f"{p}: configuration {name} has other settings than in an earlier file")
+            else:
+                merged["configs"][name] = cfg
     for cfg in merged["configs"].values():
         cfg["summary"] = summarize(cfg, cfg["settings"].get("folds", merged.get("k", 5)))
+    secondary(merged)
     names = list(merged["configs"])
     pairs = [tuple(p.split(":", 1)) for p in args.pair] or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     comps = {}
@@ -91,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {k} | {c.get('auc_a', float('nan')):.3f} | {c.get('auc_b', float('nan')):.3f} | "
                      f"{c.get('difference', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] | {c.get('p_value', float('nan')):.3f} | "
                      f"{c['folds_a_better']}/{c['folds']} |")
+    lines += ["", "## Secondary AUCs of the same scores (descriptive)", "",
+              "| configuration | malignant vs normal | abnormal vs normal | malignant vs benign |", "|---|---|---|---|"]
+    for name, cfg in merged["configs"].items():
+        sec = cfg["summary"].get("secondary_auc", {})
+        cells = [f"{sec[k]['auc']:.3f} [{sec[k]['ci_low']:.3f}, {sec[k]['ci_high']:.3f}]" if k in sec else "-"
+                 for k in ("malignant_vs_normal", "abnormal_vs_normal", "malignant_vs_benign")]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     text += "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print(text)

@@ -39,8 +39,11 @@ from mias_data import MiasCase, load_cases  # noqa: E402
 # ----------------------------------------------------------------------------- folds
 
 
+FOLD_METHOD = {"name": ""}
+
+
 def make_folds(cases: list[MiasCase], k: int, seed: int) -> np.ndarray:
-    """Patient-level folds stratified by whether the woman has a malignant image."""
+    """Patient-level folds stratified by label (the project's ``kfold_manifest`` when present)."""
     try:  # the project's splitter when present
         import pandas as pd
 
@@ -50,6 +53,7 @@ def make_folds(cases: list[MiasCase], k: int, seed: int) -> np.ndarray:
                            "label": [c.label for c in cases]})
         out = kfold_manifest(df, k=k, seed=seed)
         f = out.set_index("image_id").loc[df["image_id"], "fold"].to_numpy().astype(int)
+        FOLD_METHOD["name"] = f"mammolens.data.split.kfold_manifest(k={k}, seed={seed})"
         return f
     except Exception:  # noqa: BLE001 - absent or different API: our own stratified group k-fold
         from sklearn.model_selection import StratifiedGroupKFold
@@ -61,6 +65,7 @@ def make_folds(cases: list[MiasCase], k: int, seed: int) -> np.ndarray:
         folds = np.zeros(len(cases), int)
         for i, (_, te) in enumerate(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(g, ys, g)):
             folds[te] = i
+        FOLD_METHOD["name"] = f"sklearn StratifiedGroupKFold(n_splits={k}, shuffle=True, random_state={seed})"
         return folds
 
 
@@ -147,6 +152,94 @@ def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, bat
         rec = {"epoch": ep + 1, "loss": tl / max(1, n), "seconds": time.time() - t0}
         hist.append(rec)
         log(f"    epoch {ep + 1}/{epochs} loss {rec['loss']:.4f} ({rec['seconds']:.0f}s)")
+    return hist
+
+
+def train_fold_frozen(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, batch_size: int, seed: int,
+                      loc_weight: float, aug: float, views: int, log: Any) -> list[dict[str, float]]:
+    """Whole-image training of the heads on a fixed backbone, from cached feature maps.
+
+    The backbone's batch-norm statistics are first re-estimated on the training images
+    (AdaBN: Li et al. 2016), then every training image is passed through the fixed
+    backbone ``views`` times (view 0 as is, the others augmented as in end-to-end
+    training) and the heads are trained on those feature maps. Same losses as
+    :func:`train_fold`; orders of magnitude cheaper on a CPU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    bb = model.backbone
+    for prm in bb.parameters():
+        prm.requires_grad_(False)
+    x_all = torch.from_numpy(np.stack([c.image for c in cases])).unsqueeze(1)
+    m_all = torch.from_numpy(np.stack([(c.mask == 2).astype(np.float32) for c in cases])).unsqueeze(1)
+    y_all = torch.tensor([float(c.label) for c in cases])
+    t0 = time.time()
+    bns = [m for m in bb.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the pass
+    model.train()
+    feats: list[list[Any]] = []
+    with torch.no_grad():
+        for i in range(0, len(cases), 16):
+            model.forward_features(x_all[i : i + 16])
+        model.eval()
+        for v in range(views):
+            c3s, c4s, ms = [], [], []
+            for i in range(0, len(cases), 16):
+                x, m = x_all[i : i + 16], m_all[i : i + 16]
+                if v > 0:
+                    x, m = augment_batch(x, m, gen, aug)
+                f = model.forward_features(x)
+                c3s.append(f["c3"])
+                c4s.append(f["c4"])
+                ms.append(m)
+            feats.append([torch.cat(c3s), torch.cat(c4s), torch.cat(ms)])
+    log(f"    cached {views} view(s) of {len(cases)} images in {time.time() - t0:.0f}s")
+    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    n_pos = float(y_all.sum())
+    pos_weight = torch.tensor((len(cases) - n_pos) / max(1.0, n_pos))
+    opt = torch.optim.Adam(head, lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(cases) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    has_loc = getattr(model, "kind", "") == "attention" and loc_weight > 0
+    hist = []
+    model.train()
+    bb.eval()
+    for ep in range(epochs):
+        perm = torch.randperm(len(cases), generator=gen)
+        tl, n = 0.0, 0
+        for i in range(0, len(cases), batch_size):
+            idx = perm[i : i + batch_size]
+            if idx.numel() < 2:
+                continue
+            v = int(torch.randint(0, views, (1,), generator=gen))
+            c3, c4, m = (t[idx] for t in feats[v])
+            y = y_all[idx]
+            out = model.forward_head({"c3": c3, "c4": c4})
+            loss = F.binary_cross_entropy_with_logits(out["logit"], y, pos_weight=pos_weight)
+            if has_loc:
+                loc = out["localization"]
+                tgt = F.adaptive_max_pool2d(m, loc.shape[-2:]).squeeze(1)
+                npos = float(tgt.sum())
+                pw = torch.tensor(min(50.0, (tgt.numel() - npos) / max(1.0, npos)))
+                loss = loss + loc_weight * F.binary_cross_entropy_with_logits(loc, tgt, pos_weight=pw)
+                for key in ("attention_logit", "localization_logit"):
+                    if key in out:
+                        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[key], y, pos_weight=pos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tl += float(loss.detach()) * idx.numel()
+            n += idx.numel()
+        hist.append({"epoch": ep + 1, "loss": tl / max(1, n)})
+        if (ep + 1) % 10 == 0 or ep == epochs - 1:
+            log(f"    head epoch {ep + 1}/{epochs} loss {tl / max(1, n):.4f}")
+    model.eval()
     return hist
 
 
@@ -287,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--freeze", choices=("none", "early", "backbone"), default="none",
                     help="backbone weights kept fixed in whole-image training (none | early = stem..layer2 | backbone)")
+    ap.add_argument("--views", type=int, default=6, help="with --freeze backbone: cached views per image (1 plain + augmented)")
     ap.add_argument("--loc-weight", type=float, default=1.0)
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
     ap.add_argument("--patch-size", type=int, default=64)
@@ -325,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "n_images": len(cases), "n_malignant": int(sum(c.label for c in cases)),
         "n_patients": len({c.patient_id for c in cases}), "k": args.folds, "seed": args.seed,
         "machine": f"CPU, {args.threads} torch threads (shared 2-core machine)" if not torch.cuda.is_available() else "GPU",
+        "fold_method": FOLD_METHOD["name"],
         "fold_of": {c.image_id: int(f) for c, f in zip(cases, folds, strict=True)},
     })
     data.setdefault("configs", {})
@@ -334,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     only = {int(v) for v in args.only_folds.split(",") if v.strip()} if args.only_folds else set(range(args.folds))
 
     common = {k: getattr(args, k) for k in ("epochs", "arch", "size", "batch_size", "lr", "augment", "seed", "folds", "freeze")}
+    if args.freeze == "backbone":
+        common["views"] = args.views
     if args.arch == "tiny":
         common["tiny_width"] = args.tiny_width
     patch_cfg = {k: getattr(args, k) for k in ("patch_size", "patch_epochs", "patch_per_lesion", "patch_background", "patch_lr")}
@@ -397,8 +494,13 @@ def main(argv: list[str] | None = None) -> int:
             model = create_model(f"{kind}_{args.arch}", pretrained=weights, **kw)
             log(f"[{name}] fold {fold}: training on {len(tr)} images ({sum(c.label for c in tr)} malignant), "
                 f"testing on {len(te)} ({sum(c.label for c in te)} malignant)")
-            hist = train_fold(model, tr, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + fold,
-                              loc_weight=args.loc_weight, aug=args.augment, log=log, freeze=args.freeze)
+            if args.freeze == "backbone":
+                hist = train_fold_frozen(model, tr, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                         seed=args.seed + fold, loc_weight=args.loc_weight, aug=args.augment,
+                                         views=args.views, log=log)
+            else:
+                hist = train_fold(model, tr, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + fold,
+                                  loc_weight=args.loc_weight, aug=args.augment, log=log, freeze=args.freeze)
             rows = score_fold(model, te)
             secs = time.time() - tf
             rec: dict[str, Any] = {"rows": rows, "history": hist, "seconds": secs}
