@@ -397,7 +397,7 @@ def _integer_factor(ch: int, cw: int, rh: int, rw: int) -> int:
 
 
 def _snap(a0: int, a1: int, k: int, n: int) -> tuple[int, int]:
-    """Grow (or, at the image border, shrink) ``[a0, a1)`` to a multiple of ``k`` within ``[0, n)``."""
+    """Grow ``[a0, a1)`` to a multiple of ``k`` within ``[0, n)``; unchanged when impossible."""
     size = a1 - a0
     want = -(-size // k) * k
     extra = want - size
@@ -410,7 +410,7 @@ def _snap(a0: int, a1: int, k: int, n: int) -> tuple[int, int]:
     grow_end = n - a1
     if a0 - (extra - grow_end) >= 0:
         return a0 - (extra - grow_end), n
-    return a0, a0 + (size // k) * k
+    return a0, a1  # the whole axis and not a multiple of k: keep it (no integer pass)
 
 
 def _resize_area(a: np.ndarray, w: int, h: int, k: int) -> np.ndarray:
