@@ -108,6 +108,8 @@ class PatchPretrainResult:
     seconds: float = 0.0
     path: str | None = None
     arch: str = ""
+    #: the trained patch classifier (backbone + head), for sliding-window use; not serialised
+    classifier: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -423,7 +425,7 @@ def pretrain_backbone(
         if max_steps is not None and step >= max_steps:
             break
     net.eval()
-    return PatchPretrainResult(len(patches), patches.counts(), history, time.time() - t0, None, str(getattr(backbone, "arch", "")))
+    return PatchPretrainResult(len(patches), patches.counts(), history, time.time() - t0, None, str(getattr(backbone, "arch", "")), net)
 
 
 def evaluate_patches(net: nn.Module, val: PatchSet, *, device: str = "cpu", weight: torch.Tensor | None = None, batch_size: int = 256) -> dict[str, float]:
