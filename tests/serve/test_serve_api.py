@@ -294,3 +294,41 @@ def test_reader_study_flow_blinding_and_export(service_app, tmp_path: Path):
     assert rows[0]["truth"] == str(truth)
     js = c.get("/api/admin/reader-study/export?format=json&complete_only=true", headers=admin).json()
     assert len(js["rows"]) == 2
+
+
+def test_export_feeds_stats_mrmc(service_app, tmp_path: Path):
+    """The reads export is what `mammolens stats mrmc` takes (both modalities, 2 readers)."""
+    from typer.testing import CliRunner
+
+    from mammolens.cli import app
+
+    _app, api, _ = service_app
+    c = api.client
+    admin = api.login("admin")
+    ids = []
+    for k in range(4):
+        _uid, paths = write_study(tmp_path / f"s{k}", patient=20 + k, seed=k, rows=48, cols=32)
+        ids += upload(c, admin, paths).json()["study_ids"]
+    _wait_scored(c, admin, ids)
+    for i, sid in enumerate(ids):
+        c.patch(f"/api/studies/{sid}", json={"truth": i % 2}, headers=admin)
+    truth = {sid: i % 2 for i, sid in enumerate(ids)}
+    assert c.post("/api/admin/reader-study", json={"study_ids": ids}, headers=admin).status_code == 200
+    rng = np.random.default_rng(5)
+    for reader, skill in (("r1", 30), ("r2", 15)):
+        h = api.login(reader)
+        for item in c.get("/api/reader/cases", headers=h).json()["items"]:
+            cid = item["case_id"]
+            sid = c.get(f"/api/reader/cases/{cid}", headers=h).json()["study"]["id"]
+            base = float(np.clip(40 + skill * truth[sid] + rng.normal(0, 20), 0, 100).round())
+            assert c.put(f"/api/reader/cases/{cid}/unaided", json={"score": base, "birads": 2 + truth[sid]}, headers=h).status_code == 200
+            assert c.post(f"/api/reader/cases/{cid}/start-aided", headers=h).status_code == 200
+            aided = float(np.clip(base + 10 * truth[sid] + rng.normal(0, 10), 0, 100).round())
+            body = {"score": aided, "birads": 3 + truth[sid], "heatmap_acceptable": bool(cid % 2)}
+            assert c.put(f"/api/reader/cases/{cid}/aided", json=body, headers=h).status_code == 200
+        assert c.get("/api/reader/cases", headers=h).json()["progress"] == {"cases": 4, "unaided_done": 4, "aided_done": 4}
+    reads = tmp_path / "reads.csv"
+    reads.write_text(c.get("/api/admin/reader-study/export", headers=admin).text)
+    r = CliRunner().invoke(app, ["stats", "mrmc", str(reads), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "unaided" in r.output and "aided" in r.output
