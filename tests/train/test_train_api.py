@@ -72,6 +72,7 @@ def test_resume_continues_from_last_epoch(toy, tmp_path):
     manifest, cache = toy
     out = tmp_path / "run"
     train(manifest, cache, config="tiny", out=out, overrides=["train.max_epochs=1", "data.batch_size=8"], progress=False)
+    steps_one_epoch = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     with pytest.raises(ConfigError, match="--resume"):
         train(manifest, cache, config="tiny", out=out, progress=False)
     res = train(manifest, cache, config="tiny", out=out, overrides=["train.max_epochs=2"], resume=True, progress=False)
@@ -80,7 +81,7 @@ def test_resume_continues_from_last_epoch(toy, tmp_path):
     # epoch 0 came from the first run and was kept; epoch 1 was trained after resuming
     assert sorted(m.loc[m["val_auc"].notna(), "epoch"].astype(int)) == [0, 1]
     ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ck["epoch"] == 1
+    assert ck["global_step"] == 2 * steps_one_epoch  # one more epoch, not two
 
 
 def test_resume_without_checkpoint_is_an_error(toy, tmp_path):

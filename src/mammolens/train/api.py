@@ -259,18 +259,7 @@ def train(
         The loss became NaN/inf (the last good checkpoint is kept).
     """
     t0 = time.perf_counter()
-    import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    from mammolens.data.cache import open_cache
-    from mammolens.train.module import (
-        EpochSeedCallback,
-        MammoDataModule,
-        MammoLitModule,
-        NonFiniteLossError,
-    )
 
     _quiet_lightning()
     run = Path(out)
@@ -296,8 +285,40 @@ def train(
         cfg = load_config(config, overrides)
         cfg = _resolve_model_choice(cfg, model)
     cfg = _resolve_device(cfg, device)
+    threads_before = torch.get_num_threads()
     if cfg.train.torch_threads:
         torch.set_num_threads(cfg.train.torch_threads)
+    try:
+        return _train(cfg, manifest, cache, run, ckdir, last, old_meta, resume=resume, progress=progress, t0=t0)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    cfg: Config,
+    manifest: str | Path | pd.DataFrame,
+    cache: Any,
+    run: Path,
+    ckdir: Path,
+    last: Path,
+    old_meta: dict[str, Any],
+    *,
+    resume: bool,
+    progress: bool,
+    t0: float,
+) -> TrainResult:
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from mammolens.data.cache import open_cache
+    from mammolens.train.module import (
+        EpochSeedCallback,
+        MammoDataModule,
+        MammoLitModule,
+        NonFiniteLossError,
+    )
 
     # -- data --------------------------------------------------------------------------
     if isinstance(manifest, pd.DataFrame):
