@@ -155,6 +155,20 @@ def render_png(
     return _png(np.ascontiguousarray(img), "L")
 
 
+def breast_mask(raw: np.ndarray, d: Display) -> np.ndarray:
+    """Soft [0, 1] mask of the breast (tissue brighter than the air background), so the
+    overlay does not colour the background, where the model's map means nothing."""
+    import cv2
+
+    span = max(d.vmax - d.vmin, 1e-6)
+    rel = (raw - d.vmin) / span
+    if d.invert:
+        rel = 1.0 - rel
+    mask = (rel > 0.04).astype(np.float32)
+    k = max(3, (min(raw.shape) // 64) | 1)
+    return cv2.GaussianBlur(mask, (k, k), 0)
+
+
 def heatmap_png(
     heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.2
 ) -> bytes:
@@ -170,6 +184,7 @@ def heatmap_png(
     norm = (hm - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(hm)
     rgb = heat_colormap(norm)
     alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.8 * 255.0
+    alpha *= breast_mask(_resize(d.raw, (h, w)), d)
     rgba = np.dstack([rgb, alpha]).astype(np.uint8)
     if hanging and d.mirror:
         rgba = rgba[:, ::-1]
