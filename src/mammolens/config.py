@@ -106,7 +106,14 @@ class TrainConfig(_Section):
     limit_train_batches: float = Field(1.0, gt=0)
     torch_threads: int = Field(0, ge=0)
 
-    @field_validator("precision")
+    @field_validator("devices", "strategy", mode="before")
+    @classmethod
+    def _to_str(cls, v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return ",".join(str(x) for x in v)
+        return str(v)
+
+    @field_validator("precision", mode="before")
     @classmethod
     def _precision(cls, v: str) -> str:
         allowed = {"auto", "32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"}

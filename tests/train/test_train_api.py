@@ -166,3 +166,29 @@ def test_cli_train_baseline_json(toy, tmp_path):
     assert (out / "checkpoints" / "best.ckpt").exists()
     r = CliRunner().invoke(app, ["train", str(manifest), "--cache", str(cache), "--out", str(tmp_path / "e"), "--set", "optim.lr=-1"])
     assert r.exit_code == 1 and "optim.lr" in r.output
+
+
+_DDP_SCRIPT = """
+import sys
+from mammolens.train.api import train
+if __name__ == "__main__":
+    r = train(sys.argv[1], sys.argv[2], config="tiny", out=sys.argv[3], progress=False,
+              overrides=["train.max_epochs=1", "train.devices=2", "train.strategy=ddp", "train.accelerator=cpu", "data.num_workers=0"])
+    print("RESULT", r.epochs_run, r.n_val, r.best_val_auc)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(toy, tmp_path):
+    """Lightning DDP (2 CPU processes, gloo): sharded training, AUC from gathered predictions."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    p = subprocess.run([sys.executable, str(script), str(toy[0]), str(toy[1]), str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
+    assert lines and lines[0].split()[1] == "1"
+    assert (out / "checkpoints" / "best.ckpt").exists()

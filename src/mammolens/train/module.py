@@ -89,8 +89,8 @@ class MammoLitModule(pl.LightningModule):
             )
         bs = batch["image"].shape[0]
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=False)
-        self.log("train_cls", parts["cls"], on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train_loc", parts["loc"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train_cls", parts["cls"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("train_loc", parts["loc"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
