@@ -152,8 +152,11 @@ def run_demo(
     n_readers: int = 5,
     config: str = "tiny",
     overrides: dict[str, Any] | None = None,
-    patch_pretrain: bool = True,
+    patch_pretrain: bool = False,
     patch_epochs: int = 6,
+    conspicuity: float = 1.0,
+    prevalence: float = 0.3,
+    split_fractions: tuple[float, float] = (0.2, 0.3),
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> DemoResult:
@@ -179,6 +182,11 @@ def run_demo(
         Training preset (``tiny`` on CPU).
     overrides
         Extra dotted training overrides (e.g. ``{"data.batch_size": 8}``).
+    conspicuity, prevalence
+        Lesion contrast multiplier and share of malignant exams of the synthetic cohort
+        (see :func:`mammolens.data.synthetic.synthesize_cohort`).
+    split_fractions
+        ``(val, test)`` fractions of patients.
     patch_pretrain, patch_epochs
         Pretrain the backbone on lesion vs background patches cut from the training
         images' annotations (Shen et al. 2019, Sci Rep 9:12495) and start both models
@@ -201,7 +209,8 @@ def run_demo(
     if max_epochs is not None:
         ov["train.max_epochs"] = int(max_epochs)
     params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": ov, "n_readers": n_readers,
-              "patch_pretrain": patch_pretrain, "patch_epochs": patch_epochs}
+              "patch_pretrain": patch_pretrain, "patch_epochs": patch_epochs, "conspicuity": conspicuity,
+              "prevalence": prevalence, "split": list(split_fractions)}
     state = _State(out, params)
     t_all = time.perf_counter()
     times: dict[str, float] = {}
@@ -239,7 +248,8 @@ def run_demo(
         from mammolens.data.synthetic import synthesize_cohort
 
         with _bar("synthesise", progress) as cb:
-            synthesize_cohort(synth_dir, n_patients=patients, seed=seed, workers=workers, progress=cb)
+            synthesize_cohort(synth_dir, n_patients=patients, seed=seed, workers=workers, progress=cb,
+                              conspicuity=conspicuity, prevalence=prevalence)
         return [synth_dir / "annotations.csv"], {}
 
     stage(1, "synth", do_synth)
@@ -274,7 +284,7 @@ def run_demo(
         cache = open_cache(cache_dir)
         ok = set(cache.image_ids)
         df = df[df["image_id"].isin(ok)]  # images rejected by preprocessing are left out
-        df = split_manifest(df, val=0.2, test=0.3, seed=seed)
+        df = split_manifest(df, val=split_fractions[0], test=split_fractions[1], seed=seed)
         df["dataset"] = "synthetic"  # the model card flags results on synthetic phantoms
         write_manifest(df, man_split)
         counts = {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")}

@@ -17,7 +17,9 @@ def demo(
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Preprocessing processes."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the tiny preset's maximum epochs."),
     readers: int = typer.Option(5, "--readers", min=2, help="Synthetic readers in the reader study."),
-    patch_pretrain: bool = typer.Option(True, "--patch-pretrain/--no-patch-pretrain", help="Pretrain the backbone on lesion/background patches of the training images first."),
+    patch_pretrain: bool = typer.Option(False, "--patch-pretrain/--no-patch-pretrain", help="Pretrain the backbone on lesion/background patches of the training images first."),
+    conspicuity: float = typer.Option(1.0, "--conspicuity", min=0.1, help="Lesion contrast multiplier of the synthetic cohort."),
+    prevalence: float = typer.Option(0.3, "--prevalence", min=0.05, max=0.95, help="Share of malignant exams in the synthetic cohort."),
     patch_epochs: int = typer.Option(6, "--patch-epochs", min=1, help="Epochs of patch pretraining."),
     json_out: bool = typer.Option(False, "--json", help="Print the headline numbers and timings as JSON to stdout."),
 ) -> None:
@@ -44,7 +46,8 @@ def demo(
         from mammolens.demo import run_demo
 
         res = run_demo(out, patients=patients, seed=seed, size=(h, w), workers=workers, max_epochs=epochs,
-                       n_readers=readers, patch_pretrain=patch_pretrain, patch_epochs=patch_epochs, log=lambda m: console.print(f"[bold cyan]demo[/] {m}"))
+                       n_readers=readers, patch_pretrain=patch_pretrain, patch_epochs=patch_epochs,
+                       conspicuity=conspicuity, prevalence=prevalence, log=lambda m: console.print(f"[bold cyan]demo[/] {m}"))
     if json_out:
         emit_json(res.to_dict())
         return
