@@ -201,6 +201,7 @@ def _appending_csv_writer(run: Path) -> Any:
 
 
 def _quiet_lightning() -> None:
+    import pytorch_lightning  # noqa: F401 - its import configures these loggers; quieten afterwards
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
