@@ -15,14 +15,15 @@ from serve_fixtures import PASSWORD, SECRET, free_port, write_study
 N_STUDIES = 50
 
 
-@pytest.fixture
-def live(tmp_path: Path, tiny_run: Path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def live(request, tmp_path: Path, tiny_run: Path):
     import uvicorn
 
     from mammolens.serve.app import ServeSettings, create_app
     from mammolens.serve.auth import create_user
 
-    app = create_app(ServeSettings(model=tiny_run, data_dir=tmp_path / "data", secret_key=SECRET, dicom_out=False))
+    db = None if request.param == "sqlite" else request.getfixturevalue("fresh_pg")
+    app = create_app(ServeSettings(model=tiny_run, data_dir=tmp_path / "data", db_url=db, secret_key=SECRET, dicom_out=False))
     with app.state.svc.db.session() as s:
         create_user(s, "admin", PASSWORD, role="admin")
         create_user(s, "r1", PASSWORD, role="reader")

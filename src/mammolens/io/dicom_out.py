@@ -260,7 +260,9 @@ def blend_heatmap(grey01: np.ndarray, heat01: np.ndarray, *, opacity: float = 0.
     """RGB uint8: the grey image with a colour heatmap blended where the map is high."""
     peak = float(heat01.max())
     norm = heat01 / peak if peak > 0 else heat01
-    alpha = (opacity * np.clip((norm - 0.05) / 0.95, 0.0, 1.0))[..., None]
+    alpha = opacity * np.clip((norm - 0.05) / 0.95, 0.0, 1.0)
+    alpha = alpha * (grey01 > 0.02)  # colour the breast, not the air around it
+    alpha = alpha[..., None]
     rgb = heat_colormap(norm) / 255.0
     grey = np.repeat(grey01[..., None], 3, axis=2)
     return (np.clip((1 - alpha) * grey + alpha * rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
