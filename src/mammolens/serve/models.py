@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("reader", "admin")
-STUDY_STATUSES = ("receiving", "queued", "scoring", "scored", "failed")
+STUDY_STATUSES = ("queued", "scoring", "scored", "failed")
 READING_STATUSES = ("unread", "in_progress", "read")
 MODALITIES = ("unaided", "aided")
 SOURCES = ("upload", "dicomweb", "watch")

@@ -78,7 +78,12 @@ class PredictorScorer:
         with self._lock:
             predictor = self.load()
             df = predictor.predict_files([str(p) for p in paths], heatmaps_dir=heatmaps_dir)
-        return match_rows(df, paths)
+        out = match_rows(df, paths)
+        if not out and df is not None and "error" in df.columns:
+            errors = [str(e) for e in df["error"].tolist() if isinstance(e, str) and e]
+            if errors:  # the reason of the first failed image (paths are digest names)
+                raise RuntimeError(f"the model rejected the images: {errors[0][:300]}")
+        return out
 
 
 def match_rows(df, paths: list[Path]) -> dict[Path, ImageResult]:

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api", tags=["studies"])
 def worklist(
     request: Request,
     user: CurrentUser = Depends(current_user),
-    status_: str | None = Query(None, alias="status", pattern="^(receiving|queued|scoring|scored|failed)$"),
+    status_: str | None = Query(None, alias="status", pattern="^(queued|scoring|scored|failed)$"),
     reading_status: str | None = Query(None, pattern="^(unread|in_progress|read)$"),
     flagged: bool | None = None,
     source: str | None = Query(None, pattern="^(upload|dicomweb|watch)$"),
