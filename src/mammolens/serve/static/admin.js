@@ -45,6 +45,15 @@
       msg.textContent = "added"; await users();
     } catch (e) { msg.textContent = e.message; }
   });
+  document.getElementById("truth-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const msg = document.getElementById("rs-msg");
+    const id = Number(document.getElementById("truth-id").value);
+    try {
+      const st = await ML.api("PATCH", `/api/studies/${id}`, { truth: Number(document.getElementById("truth-value").value) });
+      msg.textContent = `study ${st.id}: truth ${st.truth}`;
+    } catch (e) { msg.textContent = e.message; }
+  });
   document.getElementById("rs-add").addEventListener("click", async () => {
     const ids = document.getElementById("rs-ids").value.split(/[ ,]+/).filter(Boolean).map(Number);
     const msg = document.getElementById("rs-msg");
