@@ -106,17 +106,46 @@ def time_training(model, shape, batch: int, steps: int, *, warmup: bool = True) 
 
 
 _MEM_CHILD = r"""
-import json, resource, sys, time
+import json, sys, threading, time
+
+
+def status(key):
+    # VmHWM is the peak RSS of this process image (reset by exec, unlike ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+samples = []
+stop = False
+
+
+def sampler():
+    t0 = time.perf_counter()
+    while not stop:
+        samples.append((round(time.perf_counter() - t0, 2), round(status("VmRSS"), 1)))
+        time.sleep(0.5)
+
+
 from mammolens.predict import predict
-n, manifest, run, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 import pandas as pd
+
+n, manifest, run, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 m = pd.read_csv(manifest)
 base = manifest.rsplit("/", 1)[0]
 files = [base + "/" + p for p in m["path"][:n]]
+rss_before = status("VmRSS")
+th = threading.Thread(target=sampler, daemon=True)
+th.start()
 t = time.perf_counter()
 df = predict(run, files, out, heatmaps_dir=out + ".heatmaps", batch_size=16, progress=False)
 dt = time.perf_counter() - t
-print(json.dumps({"n": n, "scored": len(df), "seconds": dt, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+stop = True
+th.join()
+k = len(samples)
+print(json.dumps({"n": n, "scored": len(df), "seconds": dt, "rss_before_mb": rss_before, "peak_rss_mb": status("VmHWM"),
+                  "rss_quartiles_mb": [samples[min(k - 1, int(q * (k - 1)))][1] for q in (0.25, 0.5, 0.75, 1.0)] if k else []}))
 """
 
 
@@ -148,11 +177,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="batch size of the batched inference measurement")
     ap.add_argument("--out", type=Path, default=RESULTS / "model_speed.json")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only-memory", action="store_true", help="re-measure predict memory only, updating --out")
     args = ap.parse_args()
 
     import torch
 
     from mammolens.models import create_model
+
+    if args.only_memory:
+        res = json.loads(args.out.read_text())
+        with tempfile.TemporaryDirectory() as d:
+            res["predict_memory"] = predict_memory(Path(d), (250, 1000))
+        args.out.write_text(json.dumps(res, indent=2))
+        args.out.with_suffix(".md").write_text(to_markdown(res))
+        print(json.dumps(res["predict_memory"], indent=1))
+        return
 
     shape = (args.height, args.width)
     reps = 2 if args.quick else 3
@@ -207,7 +246,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             res["predict_memory"] = predict_memory(Path(d), (250, 1000))
         for r in res["predict_memory"]:
-            print(f"  {r['n']} inputs: max RSS {r['max_rss_mb']:.0f} MB, {r['scored'] / r['seconds']:.1f} img/s (with heatmaps + overlays)", flush=True)
+            print(f"  {r['n']} inputs: peak RSS {r['peak_rss_mb']:.0f} MB, {r['scored'] / r['seconds']:.1f} img/s (with heatmaps + overlays)", flush=True)
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +270,7 @@ def to_markdown(r: dict) -> str:
         "| measurement | batch | images/s | GFLOP/s | share of GEMM peak |",
         "|---|---|---|---|---|",
     ]
-    for k, v in a["inference"].items():
+    for v in a["inference"].values():
         lines.append(f"| inference | {v['batch']} | {v['images_per_s']:.3f} | {v['achieved_gflops']:.1f} | {100 * v['fraction_of_gemm_peak']:.0f}% |")
     t = a["training"]
     lines.append(f"| training (fwd+bwd+Adam) | {t['batch']} | {t['images_per_s']:.3f} | ~{t['achieved_gflops_approx']:.1f} | ~{100 * t['achieved_gflops_approx'] / r['gemm_fp32']['gflops']:.0f}% |")
@@ -242,9 +281,17 @@ def to_markdown(r: dict) -> str:
         f"inference {ti['inference']['images_per_s']:.0f} images/s (batch 16), training {ti['training']['images_per_s']:.0f} images/s (batch 16).",
     ]
     if "predict_memory" in r:
-        lines += ["", "Peak memory of `predict` (fresh process each; 96x80 PNG inputs, tiny model, heatmaps + overlays written):", "", "| inputs | max RSS (MB) | images/s |", "|---|---|---|"]
+        lines += [
+            "",
+            "Memory of `predict` (a fresh process each; 96x80 PNG inputs preprocessed on the fly, tiny model, "
+            "heatmaps incl. Grad-CAM + overlays written; RSS sampled every 0.5 s, VmHWM = peak):",
+            "",
+            "| inputs | RSS before (MB) | RSS at 25/50/75/100% of the run (MB) | peak RSS (MB) | images/s |",
+            "|---|---|---|---|---|",
+        ]
         for m in r["predict_memory"]:
-            lines.append(f"| {m['n']} | {m['max_rss_mb']:.0f} | {m['scored'] / m['seconds']:.1f} |")
+            q = " / ".join(f"{x:.0f}" for x in m.get("rss_quartiles_mb", []))
+            lines.append(f"| {m['n']} | {m.get('rss_before_mb', float('nan')):.0f} | {q} | {m['peak_rss_mb']:.0f} | {m['scored'] / m['seconds']:.1f} |")
     lines += ["", f"Total bench time {r['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
