@@ -35,6 +35,6 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# the packages' own services are not wanted (the tests start private instances)
+# (the packages' own services are not used: the tests start private instances)
 "${SUDO[@]}" apt-get update -q
-"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${SUDO[@]}" apt-get install -y -q "${missing[@]}"
