@@ -1139,9 +1139,13 @@ def synthesize_cohort(
             progress(done, n_patients)
 
     if workers > 1 and len(args) > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        # forkserver, not fork: a forked child of a process that already ran OpenCV /
+        # torch thread pools can deadlock on their locks
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
             for i, rows in zip(todo, pool.map(_make_patient, args, chunksize=1), strict=True):
                 finish(i, rows)
     else:
