@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch-lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix for the configuration name")
     args = ap.parse_args(argv)
 
     import torch
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 "patch_background": args.patch_background, "patch_epochs": args.patch_epochs, "patch_lr": args.patch_lr,
                 "seed": args.seed, "folds": args.folds}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"patchdetector_{args.arch}_fullres"
+    name = f"patchdetector_{args.arch}_fullres" + (f"+{args.tag}" if args.tag else "")
     cfg = data["configs"].setdefault(name, {"settings": settings, "key": key, "folds": {}})
     if cfg.get("key") != key:
         cfg.update({"settings": settings, "key": key, "folds": {}})
