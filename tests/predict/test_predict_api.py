@@ -214,3 +214,23 @@ def test_cli_predict_exit_codes(toy_run, tmp_path):
     junk.write_text("nope")
     r = CliRunner().invoke(app, ["predict", str(junk), str(manifest), "--out", str(tmp_path / "y.csv")])
     assert r.exit_code == 1 and "junk.ckpt" in r.output
+
+
+@pytest.mark.slow
+def test_trained_tiny_model_localises_toy_lesions(tmp_path):
+    """End to end with a real trained model: AUC and heatmap maxima on the lesions."""
+    from sklearn.metrics import roc_auc_score
+
+    manifest = make_toy_cohort(tmp_path / "c", n_patients=24, size=(160, 128), mask_fraction=0.7, seed=5)
+    make_toy_cache(manifest, tmp_path / "c" / "cache", size=(128, 96))
+    res = train(manifest, tmp_path / "c" / "cache", config="tiny", out=tmp_path / "run", overrides=["train.max_epochs=10"], progress=False)
+    df = predict(res.run_dir, [manifest], tmp_path / "p.csv", split="test", heatmaps_dir=tmp_path / "hm", progress=False)
+    m = pd.read_csv(manifest).merge(df[["image_id", "score", "heatmap"]], on="image_id")
+    assert roc_auc_score(m["label"], m["score"]) >= 0.9
+    hits = []
+    for r in m[m["lesions"].notna()].itertuples():
+        le = json.loads(r.lesions)[0]
+        hm, _ = load_heatmap(r.heatmap, "localization")
+        y, x = np.unravel_index(np.argmax(hm), hm.shape)
+        hits.append(np.hypot(x - le["cx"], y - le["cy"]) <= le["r"] + 20)
+    assert hits and np.mean(hits) >= 0.7
