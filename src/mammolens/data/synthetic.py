@@ -13,10 +13,17 @@ original pixel coordinates and a manifest.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
+import json
+import math
 import os
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -416,14 +423,6 @@ def _encode_gdcm_jpeg_lossless(ds: Any, ts: Any) -> None:
 # mammograms and power-law noise. Med Phys 2001;28:419-437. Bakic PR et al. Mammogram
 # synthesis using a 3D simulation. Med Phys 2002;29:2131-2139. Johns PC, Yaffe MJ. X-ray
 # characterisation of normal and neoplastic breast tissues. Phys Med Biol 1987;32:675.
-
-import csv  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from functools import lru_cache  # noqa: E402
 
 MU_FAT, MU_GLAND, MU_MUSCLE, MU_SKIN, MU_MASS, MU_CALC = 0.046, 0.080, 0.085, 0.080, 0.084, 1.2
 #: demo-visibility boosts at conspicuity 1.0 (so findings survive ~1 mm/px downsampling)
