@@ -314,17 +314,22 @@ def test_export_feeds_stats_mrmc(service_app, tmp_path: Path):
         c.patch(f"/api/studies/{sid}", json={"truth": i % 2}, headers=admin)
     truth = {sid: i % 2 for i, sid in enumerate(ids)}
     assert c.post("/api/admin/reader-study", json={"study_ids": ids}, headers=admin).status_code == 200
-    rng = np.random.default_rng(5)
-    for reader, skill in (("r1", 30), ("r2", 15)):
+    # fixed, imperfect reads (truth 0,1,0,1 by study order): per-reader AUCs differ and
+    # none is degenerate, so the MRMC error term cannot vanish by chance
+    scores = {
+        "r1": ([30, 60, 50, 40], [20, 70, 45, 55]),
+        "r2": ([45, 55, 60, 35], [40, 65, 50, 45]),
+    }
+    for reader, (unaided, aided_scores) in scores.items():
         h = api.login(reader)
         for item in c.get("/api/reader/cases", headers=h).json()["items"]:
             cid = item["case_id"]
             sid = c.get(f"/api/reader/cases/{cid}", headers=h).json()["study"]["id"]
-            base = float(np.clip(40 + skill * truth[sid] + rng.normal(0, 20), 0, 100).round())
+            k = ids.index(sid)
+            base = float(unaided[k])
             assert c.put(f"/api/reader/cases/{cid}/unaided", json={"score": base, "birads": 2 + truth[sid]}, headers=h).status_code == 200
             assert c.post(f"/api/reader/cases/{cid}/start-aided", headers=h).status_code == 200
-            aided = float(np.clip(base + 10 * truth[sid] + rng.normal(0, 10), 0, 100).round())
-            body = {"score": aided, "birads": 3 + truth[sid], "heatmap_acceptable": bool(cid % 2)}
+            body = {"score": float(aided_scores[k]), "birads": 3 + truth[sid], "heatmap_acceptable": bool(cid % 2)}
             assert c.put(f"/api/reader/cases/{cid}/aided", json=body, headers=h).status_code == 200
         assert c.get("/api/reader/cases", headers=h).json()["progress"] == {"cases": 4, "unaided_done": 4, "aided_done": 4}
     reads = tmp_path / "reads.csv"
