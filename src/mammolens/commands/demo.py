@@ -18,8 +18,8 @@ def demo(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the tiny preset's maximum epochs."),
     readers: int = typer.Option(5, "--readers", min=2, help="Synthetic readers in the reader study."),
     patch_pretrain: bool = typer.Option(False, "--patch-pretrain/--no-patch-pretrain", help="Pretrain the backbone on lesion/background patches of the training images first."),
-    conspicuity: float = typer.Option(1.0, "--conspicuity", min=0.1, help="Lesion contrast multiplier of the synthetic cohort."),
-    prevalence: float = typer.Option(0.3, "--prevalence", min=0.05, max=0.95, help="Share of malignant exams in the synthetic cohort."),
+    conspicuity: float = typer.Option(2.0, "--conspicuity", min=0.1, help="Lesion contrast multiplier of the synthetic cohort."),
+    prevalence: float = typer.Option(0.5, "--prevalence", min=0.05, max=0.95, help="Share of malignant exams in the synthetic cohort."),
     patch_epochs: int = typer.Option(6, "--patch-epochs", min=1, help="Epochs of patch pretraining."),
     json_out: bool = typer.Option(False, "--json", help="Print the headline numbers and timings as JSON to stdout."),
 ) -> None:
