@@ -399,7 +399,7 @@ def main() -> None:
         "preprocessing adds the same ~25 ms CPU as for uncompressed input.",
         "Memory is VmHWM (peak RSS) from /proc of each process; the main process with 1 worker "
         "includes the imports (numpy, pandas, OpenCV, pydicom: ~150 MB) and one decoded full-field image "
-        "(uint16 raw + float64 VOI pipeline of the reader + float32 pixels).",
+        "(uint16 raw + float32 pixels).",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "preprocess.json").write_text(json.dumps(r, indent=2) + "\n")
