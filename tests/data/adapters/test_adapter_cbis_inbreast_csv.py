@@ -195,3 +195,17 @@ def test_csv_mapping_errors(tmp_path):
         parse_mapping(["no-equals-sign"])
     with pytest.raises(ConfigError, match="does not take"):
         ingest("mias", tmp_path, tmp_path / "m.csv", mapping=["a=b"])
+
+
+def test_inbreast_spreadsheet_table(inbreast, tmp_path):
+    """The release's sheet read as a spreadsheet gives the same images as the CSV."""
+    import pandas as pd
+
+    table = inbreast / "INbreast.csv"
+    df = pd.read_csv(table, sep=";", dtype=str, keep_default_na=False)
+    df = df[df["File Name"] != ""]
+    df.to_excel(inbreast / "INbreast.xlsx", index=False)
+    table.unlink()
+    res = ingest("inbreast", inbreast, tmp_path / "x.csv", read_headers=False)
+    assert set(res.manifest["image_id"]) == {"22678622", "22678646", "20586908", "20586934"}
+    assert res.manifest.set_index("image_id").loc["22678646", "label"] == 1
