@@ -1,11 +1,9 @@
-"""The demo: a reduced end-to-end run (slow) and fast checks of its resume bookkeeping."""
+"""The demo: a reduced end-to-end run (runs in CI, ~1 min) and checks of its resume bookkeeping."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pytest
 
 from mammolens.demo import STAGES, TARGET_AUC, _State, headline_from_results
 
@@ -47,7 +45,6 @@ def test_demo_help() -> None:
     assert r.exit_code == 0 and "--patients" in r.output and "Example" in r.output
 
 
-@pytest.mark.slow
 def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     from mammolens.demo import run_demo
 
