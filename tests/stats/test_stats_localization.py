@@ -87,3 +87,26 @@ def test_froc_candidates_and_circles():
     np.testing.assert_allclose(r.fps_per_image, [0, 0, 1])
     with pytest.raises(StatsInputError, match="no lesions"):
         froc([np.zeros((5, 5))], [None])
+
+
+def test_pointing_tolerance_counts_near_misses_only():
+    import numpy as np
+    import pytest
+
+    from mammolens.stats import hit_rate, pointing_hit
+    from mammolens.stats._validate import StatsInputError
+
+    mask = np.zeros((50, 50), bool)
+    mask[20:25, 20:25] = True
+    near = np.zeros((50, 50))
+    near[20, 28] = 1.0  # 4 px right of the lesion's edge column 24
+    far = np.zeros((50, 50))
+    far[45, 45] = 1.0
+    assert not pointing_hit(near, mask)
+    assert pointing_hit(near, mask, tolerance=4.0)
+    assert not pointing_hit(near, mask, tolerance=3.9)
+    assert not pointing_hit(far, mask, tolerance=15.0)
+    hr = hit_rate([near, far], [mask, mask], tolerance=5.0)
+    assert (hr.k, hr.n) == (1, 2)
+    with pytest.raises(StatsInputError, match="tolerance"):
+        pointing_hit(near, mask, tolerance=-1.0)

@@ -397,6 +397,7 @@ def localization(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest with lesion annotations (lesions column)."),
     kind: str = typer.Option("localization", "--kind", help="Heatmap kind: localization | attention | gradcam."),
     threshold: float = typer.Option(0.5, "--threshold", help="Binarisation threshold for Dice/IoU (heatmap >= T)."),
+    tolerance: float = typer.Option(0.0, "--tolerance", min=0.0, help="Pointing game: a maximum within this many original pixels of the lesion is a hit (0 = strict; Zhang et al. use 15)."),
     heatmap_col: str = typer.Option("heatmap", "--heatmap-column", help="Column holding the .npz paths."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -446,17 +447,17 @@ def localization(
             hms.append(hm)
             masks.append(mask)
             rows.append({
-                "image_id": r.image_id, "hit": pointing_hit(hm, mask),
+                "image_id": r.image_id, "hit": pointing_hit(hm, mask, tolerance=tolerance),
                 "dice": dice_fn(hm, mask, threshold=threshold), "iou": iou_fn(hm, mask, threshold=threshold),
             })
         from mammolens.stats._validate import StatsInputError
 
         if not rows:
             raise StatsInputError(f"{predictions}: no malignant image with annotated lesions and a readable heatmap")
-        hr = hit_rate(hms, masks)
+        hr = hit_rate(hms, masks, tolerance=tolerance)
         fr = froc(hms, masks)
         d = {
-            "kind": kind, "threshold": threshold, "n_images": len(rows),
+            "kind": kind, "threshold": threshold, "tolerance": tolerance, "n_images": len(rows),
             "hit_rate": hr.value, "hit_rate_ci_low": hr.ci_low, "hit_rate_ci_high": hr.ci_high,
             "dice_mean": float(np.mean([x["dice"] for x in rows])), "dice_median": float(np.median([x["dice"] for x in rows])),
             "iou_mean": float(np.mean([x["iou"] for x in rows])),

@@ -51,19 +51,40 @@ def _pair(heatmap: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return h, m != 0
 
 
-def pointing_hit(heatmap: Any, mask: Any) -> bool:
-    """True when the heatmap's maximum lies inside the lesion mask."""
+def pointing_hit(heatmap: Any, mask: Any, *, tolerance: float = 0.0) -> bool:
+    """True when the heatmap's maximum lies inside the lesion mask.
+
+    Parameters
+    ----------
+    heatmap, mask
+        2-D arrays of the same shape; non-zero mask pixels are lesion.
+    tolerance
+        Distance in pixels within which a maximum outside the lesion still counts as a
+        hit (Zhang et al. [1]_ use 15 px). 0 (default) is the strict criterion. Useful when
+        the map is coarser than the lesions (one cell of a stride-32 feature map).
+    """
     h, m = _pair(heatmap, mask)
     if not m.any():
         raise StatsInputError("mask has no lesion pixels: the pointing game needs a lesion")
-    return bool(m.flat[int(np.argmax(h))])
+    if tolerance < 0 or not np.isfinite(tolerance):
+        raise StatsInputError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance!r}")
+    i = int(np.argmax(h))
+    if m.flat[i]:
+        return True
+    if tolerance == 0:
+        return False
+    y, x = np.unravel_index(i, h.shape)
+    yy, xx = np.nonzero(m)
+    return bool(np.min((yy - y) ** 2 + (xx - x) ** 2) <= tolerance**2)
 
 
-def hit_rate(heatmaps: Sequence[Any], masks: Sequence[Any], *, ci: str = "wilson", alpha: float = 0.05) -> Proportion:
-    """Share of images whose heatmap maximum hits the lesion, with a CI."""
+def hit_rate(
+    heatmaps: Sequence[Any], masks: Sequence[Any], *, tolerance: float = 0.0, ci: str = "wilson", alpha: float = 0.05
+) -> Proportion:
+    """Share of images whose heatmap maximum hits the lesion (within ``tolerance`` px), with a CI."""
     if len(heatmaps) != len(masks):
         raise StatsInputError(f"{len(heatmaps)} heatmaps but {len(masks)} masks")
-    k = sum(pointing_hit(h, m) for h, m in zip(heatmaps, masks, strict=True))
+    k = sum(pointing_hit(h, m, tolerance=tolerance) for h, m in zip(heatmaps, masks, strict=True))
     return proportion_ci(k, len(heatmaps), method=ci, alpha=alpha)
 
 
