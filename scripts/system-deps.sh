@@ -30,7 +30,8 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=(sudo -n)
   else
     echo "system-deps: missing ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
-    exit 1
+    # without them the service/browser tests skip, unless a run requires them (CI)
+    case "${MAMMOLENS_REQUIRE_SERVICES:-}" in ""|0|false) exit 0 ;; *) exit 1 ;; esac
   fi
 fi
 echo "system-deps: installing ${missing[*]}"
