@@ -203,7 +203,10 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
             "load_average_at_start": list(os.getloadavg()),
-            "note": "shared 2-core CPU (other jobs running): figures are lower bounds",
+            "note": (
+                "idle machine" if os.getloadavg()[0] < 1.0
+                else "machine shared with other jobs (load average >= 1): figures are lower bounds"
+            ),
         },
         "image_size": list(shape),
     }
