@@ -19,10 +19,10 @@ Writes ``bench/results/serve_load.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import socket
 import tempfile
 import threading
 import time
@@ -36,19 +36,13 @@ PASSWORD = "bench-password-123"
 MODELS = {"tiny": ("tiny", (256, 208)), "resnet50": ("paper", (1024, 832))}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2, gradcam: bool = False) -> dict:
-    import uvicorn
 
     from mammolens.data.synthetic import synthesize_cohort
     from mammolens.serve.app import ServeSettings, create_app
     from mammolens.serve.auth import create_user
     from mammolens.serve.scoring import write_untrained_run
+    from mammolens.serve.threaded import running_server
 
     preset, size = MODELS[name]
     run = write_untrained_run(workdir / f"run-{name}", preset=preset, image_size=size)
@@ -65,17 +59,8 @@ def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2, gradc
     with app.state.svc.db.session() as s:
         create_user(s, "admin", PASSWORD, role="admin")
         create_user(s, "reader", PASSWORD, role="reader")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    stack = contextlib.ExitStack()
+    base = stack.enter_context(running_server(app))
 
     def token(user: str) -> dict:
         r = httpx.post(f"{base}/api/auth/login", json={"username": user, "password": PASSWORD, "bearer": True})
@@ -116,8 +101,7 @@ def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2, gradc
     stop.set()
     for t in pollers:
         t.join(30)
-    server.should_exit = True
-    th.join(30)
+    stack.close()
     statuses = [it["status"] for it in wl["items"]]
     read_ms.sort()
     return {

@@ -9,7 +9,6 @@ variants are skipped, unless ``MAMMOLENS_REQUIRE_SERVICES=1`` (then they fail).
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -34,11 +33,7 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from mammolens.serve.threaded import free_port  # noqa: E402,F401 - re-exported for the tests
 
 # --------------------------------------------------------------------------- DICOM
 

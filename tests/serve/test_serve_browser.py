@@ -5,13 +5,12 @@ Playwright). Screenshots are saved under test-artifacts/serve/."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from serve_fixtures import PASSWORD, SECRET, free_port, skip_or_fail, upload, write_study
+from serve_fixtures import PASSWORD, SECRET, skip_or_fail, upload, write_study
 
 pytestmark = pytest.mark.browser
 
@@ -23,30 +22,16 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "serve"
 
 @pytest.fixture
 def live_server(tmp_path: Path, tiny_run: Path):
-    import uvicorn
-
     from mammolens.serve.app import ServeSettings, create_app
     from mammolens.serve.auth import create_user
+    from mammolens.serve.threaded import running_server
 
     app = create_app(ServeSettings(model=tiny_run, data_dir=tmp_path / "data", secret_key=SECRET, operating_point=0.5))
     with app.state.svc.db.session() as s:
         create_user(s, "admin", PASSWORD, role="admin")
         create_user(s, "reader1", PASSWORD, role="reader")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base
-    server.should_exit = True
-    t.join(20)
+    with running_server(app) as base:
+        yield base
 
 
 def _seed(base: str, tmp_path: Path) -> tuple[int, int]:

@@ -10,37 +10,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_fixtures import PASSWORD, SECRET, free_port, write_study
+from serve_fixtures import PASSWORD, SECRET, write_study
 
 N_STUDIES = 50
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def live(request, tmp_path: Path, tiny_run: Path):
-    import uvicorn
-
     from mammolens.serve.app import ServeSettings, create_app
     from mammolens.serve.auth import create_user
+    from mammolens.serve.threaded import running_server
 
     db = None if request.param == "sqlite" else request.getfixturevalue("fresh_pg")
     app = create_app(ServeSettings(model=tiny_run, data_dir=tmp_path / "data", db_url=db, secret_key=SECRET, dicom_out=False))
     with app.state.svc.db.session() as s:
         create_user(s, "admin", PASSWORD, role="admin")
         create_user(s, "r1", PASSWORD, role="reader")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base
-    server.should_exit = True
-    t.join(30)
+    with running_server(app) as base:
+        yield base
 
 
 def _token(base: str, user: str) -> dict:
