@@ -123,6 +123,7 @@ def run_one(name: str, n_studies: int, workdir: Path, *, readers: int = 2, gradc
         "worklist_read_ms_p50": round(read_ms[len(read_ms) // 2], 1) if read_ms else None,
         "worklist_read_ms_p95": round(read_ms[int(len(read_ms) * 0.95)], 1) if read_ms else None,
         "dicom_outputs": "SR + SC overlay + SEG per study (written to the store, no PACS)",
+        "load_average_at_end": round(os.getloadavg()[0], 2),  # other jobs on the machine slow every figure
     }
 
 

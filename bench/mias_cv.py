@@ -97,10 +97,35 @@ def augment_batch(x: Any, m: Any, gen: Any, strength: float) -> tuple[Any, Any]:
     return x, m
 
 
+def _cv_loss(out: dict, y, m, *, pos_weight, loc_weight: float, has_loc: bool):
+    """This bench's objective: weighted BCE on the image logit, plus (when the model has a
+    localisation head) a dense BCE of the malignant-lesion map on the layer4 grid
+    (max-pooled mask; every mini-MIAS image is fully annotated for malignancy) and
+    auxiliary BCE terms on the attention / localisation logits.
+
+    Note: a variant of the library's :func:`mammolens.train.losses.mammo_loss` (capped
+    pos_weight instead of lesion/background-balanced cells); kept so recorded results
+    reproduce.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.binary_cross_entropy_with_logits(out["logit"], y, pos_weight=pos_weight)
+    if has_loc:
+        loc = out["localization"]
+        tgt = F.adaptive_max_pool2d(m, loc.shape[-2:]).squeeze(1)
+        npos = float(tgt.sum())
+        pw = torch.tensor(min(50.0, (tgt.numel() - npos) / max(1.0, npos)))
+        loss = loss + loc_weight * F.binary_cross_entropy_with_logits(loc, tgt, pos_weight=pw)
+        for key in ("attention_logit", "localization_logit"):
+            if key in out:
+                loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[key], y, pos_weight=pos_weight)
+    return loss
+
+
 def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, batch_size: int, seed: int,
                loc_weight: float, aug: float, log: Any, freeze: str = "none") -> list[dict[str, float]]:
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -131,18 +156,7 @@ def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, bat
             x, m = augment_batch(x_all[idx], m_all[idx], gen, aug)
             y = y_all[idx]
             out = model(x)
-            loss = F.binary_cross_entropy_with_logits(out["logit"], y, pos_weight=pos_weight)
-            if has_loc:
-                # dense supervision: malignant-lesion map on the layer4 grid (max-pooled
-                # mask); every image is fully annotated for malignancy in mini-MIAS
-                loc = out["localization"]
-                tgt = F.adaptive_max_pool2d(m, loc.shape[-2:]).squeeze(1)
-                npos = float(tgt.sum())
-                pw = torch.tensor(min(50.0, (tgt.numel() - npos) / max(1.0, npos)))
-                loss = loss + loc_weight * F.binary_cross_entropy_with_logits(loc, tgt, pos_weight=pw)
-                for key in ("attention_logit", "localization_logit"):
-                    if key in out:
-                        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[key], y, pos_weight=pos_weight)
+            loss = _cv_loss(out, y, m, pos_weight=pos_weight, loc_weight=loc_weight, has_loc=has_loc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -166,7 +180,6 @@ def train_fold_frozen(model: Any, cases: list[MiasCase], *, epochs: int, lr: flo
     :func:`train_fold`; orders of magnitude cheaper on a CPU.
     """
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -220,16 +233,7 @@ def train_fold_frozen(model: Any, cases: list[MiasCase], *, epochs: int, lr: flo
             c3, c4, m = (t[idx] for t in feats[v])
             y = y_all[idx]
             out = model.forward_head({"c3": c3, "c4": c4})
-            loss = F.binary_cross_entropy_with_logits(out["logit"], y, pos_weight=pos_weight)
-            if has_loc:
-                loc = out["localization"]
-                tgt = F.adaptive_max_pool2d(m, loc.shape[-2:]).squeeze(1)
-                npos = float(tgt.sum())
-                pw = torch.tensor(min(50.0, (tgt.numel() - npos) / max(1.0, npos)))
-                loss = loss + loc_weight * F.binary_cross_entropy_with_logits(loc, tgt, pos_weight=pw)
-                for key in ("attention_logit", "localization_logit"):
-                    if key in out:
-                        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[key], y, pos_weight=pos_weight)
+            loss = _cv_loss(out, y, m, pos_weight=pos_weight, loc_weight=loc_weight, has_loc=has_loc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
