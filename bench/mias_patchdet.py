@@ -36,7 +36,8 @@ from mias_cv import FOLD_METHOD, make_folds, summarize, write_md  # noqa: E402
 from mias_data import MiasCase, parse_info  # noqa: E402
 
 
-def load_original(c: MiasCase) -> tuple[np.ndarray, np.ndarray]:
+def load_original(c: MiasCase, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The image in [0, 1] at ``1 / scale`` of its 200 um resolution, and its lesion mask."""
     import cv2
 
     from mammolens.data.lesions import parse_lesions, rasterize_lesions
@@ -45,16 +46,19 @@ def load_original(c: MiasCase) -> tuple[np.ndarray, np.ndarray]:
     if px is None:
         raise FileNotFoundError(f"{c.path}: cannot decode image")
     img = px.astype(np.float32) / float(np.iinfo(px.dtype).max if px.dtype.kind == "u" else px.max())
-    mask = rasterize_lesions(parse_lesions(c.lesions), img.shape) if c.lesions else np.zeros(img.shape, np.uint8)
+    lesions = c.lesions
+    if scale != 1.0:
+        h, w = img.shape
+        img = cv2.resize(img, (int(round(w / scale)), int(round(h / scale))), interpolation=cv2.INTER_AREA)
+        lesions = [{**le, "cx": le["cx"] / scale, "cy": le["cy"] / scale, "r": le["r"] / scale} for le in lesions]
+    mask = rasterize_lesions(parse_lesions(lesions), img.shape) if lesions else np.zeros(img.shape, np.uint8)
     return img, mask
 
 
-def score_image(net: Any, img: np.ndarray, *, window: int) -> tuple[float, tuple[float, float]]:
-    """Maximum malignant probability over windows inside the breast, and its centre (x, y)."""
+def window_probs(net: Any, img: np.ndarray, *, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positive-class probability of every ``window`` x ``window`` window, and the window centres (cy, cx)."""
     import torch
     import torch.nn.functional as F
-
-    from mammolens.train.patch_pretrain import breast_region
 
     with torch.no_grad():
         x = torch.from_numpy(img)[None, None]
@@ -68,11 +72,25 @@ def score_image(net: Any, img: np.ndarray, *, window: int) -> tuple[float, tuple
     h, w = prob.shape
     cy = (np.arange(h) * stride + k * stride / 2).clip(0, img.shape[0] - 1)
     cx = (np.arange(w) * stride + k * stride / 2).clip(0, img.shape[1] - 1)
+    return prob, cy, cx
+
+
+def aggregate(prob: np.ndarray, cy: np.ndarray, cx: np.ndarray, img: np.ndarray, *, top: int = 1) -> tuple[float, tuple[float, float]]:
+    """Mean of the ``top`` highest window probabilities inside the breast, and the best window's centre (x, y)."""
+    from mammolens.train.patch_pretrain import breast_region
+
     breast = breast_region(img)
     inside = breast[cy.astype(int)[:, None], cx.astype(int)[None, :]]
     p = np.where(inside, prob, -1.0) if inside.any() else prob
     i, j = np.unravel_index(int(np.argmax(p)), p.shape)
-    return float(prob[i, j]), (float(cx[j]), float(cy[i]))
+    flat = np.sort(p[p >= 0].ravel() if (p >= 0).any() else prob.ravel())[::-1]
+    return float(flat[: max(1, top)].mean()), (float(cx[j]), float(cy[i]))
+
+
+def score_image(net: Any, img: np.ndarray, *, window: int) -> tuple[float, tuple[float, float]]:
+    """Maximum positive-class probability over windows inside the breast, and its centre (x, y)."""
+    prob, cy, cx = window_probs(net, img, window=window)
+    return aggregate(prob, cy, cx, img)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch-background", type=int, default=6)
     ap.add_argument("--patch-epochs", type=int, default=6)
     ap.add_argument("--patch-lr", type=float, default=1e-3)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="downsampling factor of the 1024-pixel images (2 = 400 um pixels); patches are cut at that scale")
+    ap.add_argument("--classes", type=int, default=3, choices=(2, 3),
+                    help="3: background/benign/malignant, score = P(malignant); 2: background/lesion, score = P(lesion)")
+    ap.add_argument("--ensemble", type=int, default=1, help="patch classifiers per fold (seeds differ); their maps are averaged")
+    ap.add_argument("--top", type=int, default=0, help="also record the mean of the top-N windows as config '<name>+topN'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the configuration name")
@@ -104,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = parse_info(args.data)
-    origs = {c.image_id: load_original(c) for c in cases}
+    origs = {c.image_id: load_original(c, args.scale) for c in cases}
     print(f"loaded {len(cases)} images in {time.time() - t0:.1f}s", flush=True)
     folds = make_folds(cases, args.folds, args.seed)
     data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
@@ -119,11 +143,22 @@ def main(argv: list[str] | None = None) -> int:
                 "patch_size": args.patch_size, "patch_per_lesion": args.patch_per_lesion,
                 "patch_background": args.patch_background, "patch_epochs": args.patch_epochs, "patch_lr": args.patch_lr,
                 "seed": args.seed, "folds": args.folds}
+    if args.scale != 1.0 or args.classes != 3 or args.ensemble != 1:  # old runs keep their keys
+        settings.update({"resolution": f"{200 * args.scale:g} um ({1024 / args.scale:g} px)", "scale": args.scale,
+                         "classes": args.classes, "ensemble": args.ensemble})
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"patchdetector_{args.arch}_fullres" + (f"+{args.tag}" if args.tag else "")
+    res_tag = "fullres" if args.scale == 1.0 else f"{1024 / args.scale:g}px"
+    name = f"patchdetector_{args.arch}_{res_tag}" + ("+lesion" if args.classes == 2 else "") \
+        + (f"+ens{args.ensemble}" if args.ensemble > 1 else "") + (f"+{args.tag}" if args.tag else "")
     cfg = data["configs"].setdefault(name, {"settings": settings, "key": key, "folds": {}})
     if cfg.get("key") != key:
         cfg.update({"settings": settings, "key": key, "folds": {}})
+    top_name = f"{name}+top{args.top}"
+    tcfg = None
+    if args.top > 0:
+        tcfg = data["configs"].setdefault(top_name, {"settings": {**settings, "aggregate": f"mean of top {args.top}"}, "key": key, "folds": {}})
+        if tcfg.get("key") != key:
+            tcfg.update({"settings": {**settings, "aggregate": f"mean of top {args.top}"}, "key": key, "folds": {}})
     only = {int(v) for v in args.only_folds.split(",") if v.strip()} if args.only_folds else set(range(args.folds))
     for fold in sorted(only):
         if str(fold) in cfg["folds"]:
@@ -134,29 +169,42 @@ def main(argv: list[str] | None = None) -> int:
         te = [c for c, f in zip(cases, folds, strict=True) if f == fold]
         ps = sample_patches([origs[c.image_id][0] for c in tr], [origs[c.image_id][1] for c in tr], [c.image_id for c in tr],
                             patch_size=args.patch_size, per_lesion=args.patch_per_lesion,
-                            background_per_image=args.patch_background, exclude=[c.image_id for c in te],
-                            seed=args.seed + fold)
-        torch.manual_seed(args.seed + fold)
-        bb = build_backbone(args.arch, tiny_width=args.tiny_width)
-        res = pretrain_backbone(bb, ps, epochs=args.patch_epochs, lr=args.patch_lr, seed=args.seed + fold,
-                                progress=lambda r: print(f"    patch epoch {r['epoch']}: loss {r['loss']:.3f} acc {r['accuracy']:.3f}", flush=True))
-        net = res.classifier
-        rows = []
+                            background_per_image=args.patch_background, classes=args.classes,
+                            exclude=[c.image_id for c in te], seed=args.seed + fold)
+        nets, pinfos = [], []
+        for e in range(args.ensemble):
+            s_e = args.seed + fold + 1000 * e
+            torch.manual_seed(s_e)
+            bb = build_backbone(args.arch, tiny_width=args.tiny_width)
+            res = pretrain_backbone(bb, ps, epochs=args.patch_epochs, lr=args.patch_lr, seed=s_e,
+                                    progress=lambda r: print(f"    patch epoch {r['epoch']}: loss {r['loss']:.3f} acc {r['accuracy']:.3f}", flush=True))
+            nets.append(res.classifier)
+            pinfos.append(res.to_dict())
+        rows, trows = [], []
         for c in te:
             img, _ = origs[c.image_id]
-            s, (x, y) = score_image(net, img, window=args.patch_size)
+            maps = [window_probs(net, img, window=args.patch_size) for net in nets]
+            prob = np.mean([m[0] for m in maps], axis=0)
+            _, cy, cx = maps[0]
+            s, (x, y) = aggregate(prob, cy, cx, img)
+            x, y = x * args.scale, y * args.scale  # back to the 1024-pixel frame of the annotations
             row: dict[str, Any] = {"image_id": c.image_id, "patient_id": c.patient_id, "label": int(c.label), "score": s}
             mal = [le for le in c.lesions if le["pathology"] == "malignant"]
             if c.label and mal:
                 row["hit_localization"] = bool(any((x - le["cx"]) ** 2 + (y - le["cy"]) ** 2 <= le["r"] ** 2 for le in mal))
             rows.append(row)
+            if tcfg is not None:
+                trows.append({**row, "score": aggregate(prob, cy, cx, img, top=args.top)[0]})
         secs = time.time() - tf
-        pinfo = res.to_dict()
+        pinfo = pinfos[0] if len(pinfos) == 1 else {"ensemble": pinfos, "seconds": sum(p["seconds"] for p in pinfos)}
         cfg["folds"][str(fold)] = {"rows": rows, "history": [], "seconds": secs, "patch": pinfo}
         cfg["summary"] = summarize(cfg, args.folds)
+        if tcfg is not None:
+            tcfg["folds"][str(fold)] = {"rows": trows, "history": [], "seconds": secs, "patch": pinfo}
+            tcfg["summary"] = summarize(tcfg, args.folds)
         fy = np.array([r["label"] for r in rows])
         fa = auc_score(fy, np.array([r["score"] for r in rows])) if 0 < fy.sum() < len(fy) else float("nan")
-        print(f"[{name}] fold {fold}: AUC {fa:.3f}; {secs / 60:.1f} min; patches {res.counts}", flush=True)
+        print(f"[{name}] fold {fold}: AUC {fa:.3f}; {secs / 60:.1f} min; patches {ps.counts()}", flush=True)
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(out)

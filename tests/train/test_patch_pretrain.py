@@ -125,3 +125,37 @@ def test_empty_patch_set_is_an_error() -> None:
     assert len(ps) == 0
     with pytest.raises(ConfigError):
         pretrain_backbone(build_backbone("tiny", tiny_width=4), ps)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_localisation_head_starts_as_the_patch_detector(tmp_path, classes: int) -> None:
+    """The saved patch head initialises the attention model's localisation head, so its
+    map at initialisation is the patch classifier's (last class - background) logit per cell."""
+    from mammolens.models import create_model
+
+    imgs, masks, ids, _ = _cohort(9)
+    out = tmp_path / "w.pt"
+    res = patch_pretrain(imgs, masks, ids, out, arch="tiny", tiny_width=8, patch_size=32, classes=classes,
+                         epochs=1, max_steps=3, seed=0)
+    blob = torch.load(out, weights_only=True)
+    w, b = blob["patch_head"]["weight"], blob["patch_head"]["bias"]
+    assert w.shape == (classes, 8 * 8)  # tiny backbone: 8 * width channels
+    model = create_model("attention_tiny", pretrained=out, tiny_width=8).eval()
+    assert model.loc_head_from_patch
+    x = torch.from_numpy(np.stack(imgs[:2]))[:, None]
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        loc = model(x)["localization"]
+        lg = torch.einsum("bchw,kc->bkhw", feats["c4"], w) + b[None, :, None, None]
+    torch.testing.assert_close(loc, lg[:, -1] - lg[:, 0], rtol=1e-4, atol=1e-4)
+    # the patch classifier itself gives the same numbers on the pooled features
+    net = res.classifier.eval()
+    with torch.no_grad():
+        direct = net(x)
+    pooled = lg.mean(dim=(2, 3))
+    torch.testing.assert_close(direct, pooled, rtol=1e-4, atol=1e-4)
+    # a plain backbone file (no head) leaves the head at its default initialisation
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": blob["state_dict"]}, plain)
+    assert not create_model("attention_tiny", pretrained=plain, tiny_width=8).loc_head_from_patch
+    assert not create_model("attention_tiny", tiny_width=8).loc_head_from_patch

@@ -66,6 +66,41 @@ class _MammoNet(nn.Module):
         return f"name={self.name}"
 
 
+def init_loc_head_from_patch(loc_head: nn.Conv2d, pretrained: str, channels: int) -> bool:
+    """Start the localisation head as the patch classifier saved with the backbone weights.
+
+    A weights file from :func:`mammolens.train.patch_pretrain.patch_pretrain` carries the
+    patch classifier's linear layer (``patch_head``: background, [benign,] malignant or
+    lesion). Its last-class-minus-background logit, applied to every layer4 cell, is a
+    sliding-window patch detector; copying it into the 1x1 localisation head (layer3
+    inputs at zero) makes the whole-image model start from that detector, the
+    patch-to-image transfer of Shen et al. (2019). Returns whether it did.
+    """
+    spec = str(pretrained).strip()
+    if spec.lower() in ("none", "", "false", "scratch", "imagenet"):
+        return False
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        return False
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - the backbone loader has already reported unreadable files
+        return False
+    head = blob.get("patch_head") if isinstance(blob, dict) else None
+    if not isinstance(head, dict) or "weight" not in head or "bias" not in head:
+        return False
+    w, b = head["weight"], head["bias"]
+    if w.ndim != 2 or w.shape[1] != channels or w.shape[0] < 2:
+        return False
+    with torch.no_grad():
+        loc_head.weight.zero_()
+        loc_head.weight[0, :channels, 0, 0] = (w[-1] - w[0]).to(loc_head.weight.dtype)
+        loc_head.bias.fill_(float(b[-1] - b[0]))
+    return True
+
+
 class AttentionMammoNet(_MammoNet):
     """ResNet trunk + gated attention pooling + a localisation head.
 
@@ -114,6 +149,7 @@ class AttentionMammoNet(_MammoNet):
         self.classifier = nn.Linear(c, 1)
         self.loc_head = nn.Conv2d(c + self.backbone.mid_channels, 1, 1)
         nn.init.zeros_(self.loc_head.bias)
+        self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, pretrained, c)
 
     def localization_logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         c3, c4 = feats["c3"], feats["c4"]

@@ -447,11 +447,16 @@ def evaluate_patches(net: nn.Module, val: PatchSet, *, device: str = "cpu", weig
     return {"val_loss": tot / max(1, len(val)), "val_accuracy": ok / max(1, len(val))}
 
 
-def save_backbone_weights(backbone: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
+def save_backbone_weights(
+    backbone: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, head: nn.Module | None = None
+) -> Path:
     """Save ``backbone``'s weights with torchvision key names, loadable by ``create_model(..., pretrained=path)``.
 
     The file is ``{"state_dict": {...}, "meta": {...}}`` (``torch.save``); the model
-    loader unwraps ``state_dict``.
+    loader unwraps ``state_dict``. With ``head`` (the patch classifier's linear layer) it
+    also holds ``"patch_head": {"weight", "bias"}``, from which the attention model
+    initialises its localisation head (Shen et al.'s patch-to-image transfer: the
+    whole-image model starts as the patch detector).
     """
     import torch
 
@@ -460,8 +465,11 @@ def save_backbone_weights(backbone: nn.Module, path: str | Path, *, meta: dict[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = backbone_state_for_export(backbone) if isinstance(backbone, Backbone) else backbone.state_dict()
+    blob: dict[str, Any] = {"state_dict": {k: v.detach().cpu() for k, v in sd.items()}, "meta": dict(meta or {})}
+    if head is not None:
+        blob["patch_head"] = {"weight": head.weight.detach().cpu().clone(), "bias": head.bias.detach().cpu().clone()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in sd.items()}, "meta": dict(meta or {})}, tmp)
+    torch.save(blob, tmp)
     tmp.replace(path)
     return path
 
@@ -522,5 +530,5 @@ def patch_pretrain(
         device=device, max_steps=max_steps, progress=progress,
     )
     meta = {"arch": arch, "tiny_width": tiny_width, "patch_size": patch_size, "classes": classes, "n_patches": len(ps), "seed": seed}
-    res.path = str(save_backbone_weights(bb.cpu(), out, meta=meta))
+    res.path = str(save_backbone_weights(bb.cpu(), out, meta=meta, head=res.classifier.head.cpu()))
     return res
