@@ -91,5 +91,5 @@ def pretrain_patches(
         console.print(f"[yellow]{res.n_images_without_annotation} positive/unlabelled image(s) without a lesion outline gave no patch[/]")
     if res.qc_path is not None:
         status = report_qc(QCTable.read_csv(res.qc_path), res.qc_path, what="image(s)")
-    console.print(f"next:\n  {res.follow_up}")
+    console.print(f"next:\n  {res.follow_up}", soft_wrap=True, markup=False, highlight=False)
     exit_with(status)
