@@ -127,6 +127,8 @@ def train_fold(model: Any, cases: list[MiasCase], *, epochs: int, lr: float, bat
                loc_weight: float, aug: float, log: Any, freeze: str = "none") -> list[dict[str, float]]:
     import torch
 
+    if epochs == 0:  # score the initialised model (e.g. the transplanted patch detector) as is
+        return []
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_all = torch.from_numpy(np.stack([c.image for c in cases])).unsqueeze(1)
@@ -247,6 +249,23 @@ def train_fold_frozen(model: Any, cases: list[MiasCase], *, epochs: int, lr: flo
     return hist
 
 
+def add_score_ablations(data: dict[str, Any]) -> None:
+    """For attention models, configs scoring images by one half of the combined score only
+    (``|attention`` / ``|localization``): the ablation of the image score."""
+    for name, cfg in list(data["configs"].items()):
+        if "|" in name or not cfg["folds"]:
+            continue
+        for part in ("attention", "localization"):
+            key = f"score_{part}"
+            if not all(key in r for f in cfg["folds"].values() for r in f["rows"]):
+                continue
+            folds = {fk: {**f, "rows": [{**r, "score": r[key]} for r in f["rows"]], "seconds": 0.0}
+                     for fk, f in cfg["folds"].items()}
+            d = {"settings": {**cfg["settings"], "score": part}, "key": cfg.get("key"), "folds": folds}
+            d["summary"] = summarize(d, cfg["settings"].get("folds", len(folds)))
+            data["configs"][f"{name}|{part}"] = d
+
+
 def score_fold(model: Any, cases: list[MiasCase]) -> list[dict[str, Any]]:
     """Scores and localisation hits of held-out images."""
     import torch
@@ -262,11 +281,14 @@ def score_fold(model: Any, cases: list[MiasCase]) -> list[dict[str, Any]]:
             x = torch.from_numpy(np.stack([c.image for c in chunk])).unsqueeze(1)
             out = model(x)
             prob = torch.sigmoid(out["logit"]).numpy()
+            parts = {k: torch.sigmoid(out[f"{k}_logit"]).numpy() for k in ("attention", "localization") if f"{k}_logit" in out}
             maps = {k: F.interpolate(out[k].unsqueeze(1).float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
                     .squeeze(1).numpy() for k in ("localization", "attention")}
             for j, c in enumerate(chunk):
                 row: dict[str, Any] = {"image_id": c.image_id, "patient_id": c.patient_id, "label": int(c.label),
                                        "score": float(prob[j])}
+                for k, v in parts.items():  # the two halves of the image score, for the ablation
+                    row[f"score_{k}"] = float(v[j])
                 mal = [le for le in c.lesions if le["pathology"] == "malignant"]
                 if c.label and mal:
                     breast = breast_region(c.image)
@@ -392,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch-per-lesion", type=int, default=16)
     ap.add_argument("--patch-background", type=int, default=12)
     ap.add_argument("--patch-lr", type=float, default=1e-3)
+    ap.add_argument("--patch-classes", type=int, default=3, choices=(2, 3),
+                    help="patch classes: 3 background/benign/malignant, 2 background/lesion")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="runs/mias_cv", help="folder for patch-pretrained weights (shared between runs)")
@@ -438,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch == "tiny":
         common["tiny_width"] = args.tiny_width
     patch_cfg = {k: getattr(args, k) for k in ("patch_size", "patch_epochs", "patch_per_lesion", "patch_background", "patch_lr")}
+    if args.patch_classes != 3:  # older runs keep their keys
+        patch_cfg["patch_classes"] = args.patch_classes
 
     def save() -> None:
         tmp = out.with_suffix(".json.tmp")
@@ -453,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         patch_info: dict[str, Any] | None = None
         weights = init
         for kind in kinds:
-            name = (f"{kind}_{args.arch}" + ("+patch" if args.patch_pretrain else "") + init_tag
+            name = (f"{kind}_{args.arch}" + (("+patch" + ("-lesion" if args.patch_classes == 2 else "")) if args.patch_pretrain else "")
+                    + init_tag
                     + (f"+freeze-{args.freeze}" if args.freeze != "none" else "") + (f"+{args.tag}" if args.tag else ""))
             settings = {**common, "model": kind, "loc_weight": args.loc_weight if kind == "attention" else 0.0,
                         "patch_pretrain": bool(args.patch_pretrain), "init": init,
@@ -484,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     arch=args.arch, tiny_width=args.tiny_width, init=init, exclude=[c.image_id for c in te],
                     patch_size=args.patch_size, per_lesion=args.patch_per_lesion,
                     background_per_image=args.patch_background, epochs=args.patch_epochs, lr=args.patch_lr,
-                    seed=args.seed + fold,
+                    classes=args.patch_classes, seed=args.seed + fold,
                     progress=lambda r: log(f"    patch epoch {r['epoch']}: loss {r['loss']:.3f} acc {r['accuracy']:.3f}"),
                 )
                 patch_info = res.to_dict()
@@ -521,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             save()
     for cfg in data["configs"].values():
         cfg["summary"] = summarize(cfg, cfg["settings"].get("folds", args.folds))
+    add_score_ablations(data)
     save()
     print(write_md(out.with_suffix(".md"), data))
     return 0

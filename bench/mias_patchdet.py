@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=3, choices=(2, 3),
                     help="3: background/benign/malignant, score = P(malignant); 2: background/lesion, score = P(lesion)")
     ap.add_argument("--ensemble", type=int, default=1, help="patch classifiers per fold (seeds differ); their maps are averaged")
+    ap.add_argument("--init", default="none", help="initial backbone weights for the patch classifier (e.g. synthetic-cohort "
+                    "or self-supervised pretraining); default: from scratch")
+    ap.add_argument("--ssl-epochs", type=int, default=0,
+                    help="per fold, SimCLR pretraining of the backbone on the training folds' images (labels unused) "
+                    "for this many epochs before the patch stage (0 = off)")
+    ap.add_argument("--ssl-per-image", type=int, default=32)
+    ap.add_argument("--work", default="runs/mias_patchdet", help="folder for per-fold SSL weights (reused when present)")
     ap.add_argument("--top", type=int, default=0, help="also record the mean of the top-N windows as config '<name>+topN'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -143,13 +150,18 @@ def main(argv: list[str] | None = None) -> int:
                 "patch_size": args.patch_size, "patch_per_lesion": args.patch_per_lesion,
                 "patch_background": args.patch_background, "patch_epochs": args.patch_epochs, "patch_lr": args.patch_lr,
                 "seed": args.seed, "folds": args.folds}
+    if args.init != "none":
+        settings["init"] = str(args.init)
+    if args.ssl_epochs > 0:
+        settings.update({"ssl": "simclr", "ssl_epochs": args.ssl_epochs, "ssl_per_image": args.ssl_per_image})
     if args.scale != 1.0 or args.classes != 3 or args.ensemble != 1:  # old runs keep their keys
         settings.update({"resolution": f"{200 * args.scale:g} um ({1024 / args.scale:g} px)", "scale": args.scale,
                          "classes": args.classes, "ensemble": args.ensemble})
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     res_tag = "fullres" if args.scale == 1.0 else f"{1024 / args.scale:g}px"
     name = f"patchdetector_{args.arch}_{res_tag}" + ("+lesion" if args.classes == 2 else "") \
-        + (f"+ens{args.ensemble}" if args.ensemble > 1 else "") + (f"+{args.tag}" if args.tag else "")
+        + (f"+ens{args.ensemble}" if args.ensemble > 1 else "") + (f"+init:{Path(args.init).stem}" if args.init != "none" else "") \
+        + (f"+ssl{args.ssl_epochs}" if args.ssl_epochs > 0 else "") + (f"+{args.tag}" if args.tag else "")
     cfg = data["configs"].setdefault(name, {"settings": settings, "key": key, "folds": {}})
     if cfg.get("key") != key:
         cfg.update({"settings": settings, "key": key, "folds": {}})
@@ -171,11 +183,31 @@ def main(argv: list[str] | None = None) -> int:
                             patch_size=args.patch_size, per_lesion=args.patch_per_lesion,
                             background_per_image=args.patch_background, classes=args.classes,
                             exclude=[c.image_id for c in te], seed=args.seed + fold)
+        init = args.init
+        ssl_info: dict[str, Any] | None = None
+        if args.ssl_epochs > 0:
+            from mammolens.train.ssl_pretrain import ssl_pretrain
+
+            wdir = Path(args.work)
+            wdir.mkdir(parents=True, exist_ok=True)
+            wpath = wdir / f"ssl_{args.arch}_fold{fold}_{key}.pt"
+            if wpath.is_file() and wpath.with_suffix(".json").is_file():
+                ssl_info = {**json.loads(wpath.with_suffix(".json").read_text()), "reused": str(wpath)}
+            else:
+                sres = ssl_pretrain([origs[c.image_id][0] for c in tr], [c.image_id for c in tr], wpath, arch=args.arch,
+                                    tiny_width=args.tiny_width, init=args.init, exclude=[c.image_id for c in te],
+                                    patch_size=args.patch_size, per_image=args.ssl_per_image, epochs=args.ssl_epochs,
+                                    seed=args.seed + fold,
+                                    progress=lambda r: print(f"    ssl epoch {r['epoch']}: loss {r['loss']:.3f} "
+                                                             f"retrieval {r['accuracy']:.3f}", flush=True))
+                ssl_info = sres.to_dict() if hasattr(sres, "to_dict") else {"seconds": getattr(sres, "seconds", 0.0)}
+                wpath.with_suffix(".json").write_text(json.dumps(ssl_info, default=str))
+            init = str(wpath)
         nets, pinfos = [], []
         for e in range(args.ensemble):
             s_e = args.seed + fold + 1000 * e
             torch.manual_seed(s_e)
-            bb = build_backbone(args.arch, tiny_width=args.tiny_width)
+            bb = build_backbone(args.arch, tiny_width=args.tiny_width, pretrained=init)
             res = pretrain_backbone(bb, ps, epochs=args.patch_epochs, lr=args.patch_lr, seed=s_e,
                                     progress=lambda r: print(f"    patch epoch {r['epoch']}: loss {r['loss']:.3f} acc {r['accuracy']:.3f}", flush=True))
             nets.append(res.classifier)
@@ -197,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 trows.append({**row, "score": aggregate(prob, cy, cx, img, top=args.top)[0]})
         secs = time.time() - tf
         pinfo = pinfos[0] if len(pinfos) == 1 else {"ensemble": pinfos, "seconds": sum(p["seconds"] for p in pinfos)}
+        if ssl_info is not None:
+            pinfo = {**pinfo, "ssl": ssl_info}
         cfg["folds"][str(fold)] = {"rows": rows, "history": [], "seconds": secs, "patch": pinfo}
         cfg["summary"] = summarize(cfg, args.folds)
         if tcfg is not None:

@@ -524,6 +524,9 @@ def patch_pretrain(
     leaked = excluded.intersection(set(ps.image_ids.tolist()))
     if leaked:  # pragma: no cover - sample_patches guarantees this
         raise LeakageError(f"patches cut from held-out images: {sorted(leaked)[:5]}")
+    import torch
+
+    torch.manual_seed(seed)  # the backbone's random initial weights are part of the run: seed them too
     bb = build_backbone(arch, pretrained=init, tiny_width=tiny_width)
     res = pretrain_backbone(
         bb, ps, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
