@@ -49,7 +49,9 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     from mammolens.demo import run_demo
 
     out = tmp_path / "demo"
-    res = run_demo(out, patients=24, seed=0, size=(128, 104), max_epochs=2, n_readers=3, progress=False, log=lambda m: None)
+    kw = {"patients": 24, "seed": 0, "size": (128, 104), "max_epochs": 2, "n_readers": 3, "patch_pretrain": True,
+          "patch_epochs": 1, "progress": False, "log": lambda m: None}
+    res = run_demo(out, **kw)
     assert res.report.exists() and res.results.exists()
     r = json.loads(res.results.read_text())
     for k in ("performance", "comparison", "reader_study", "interpretability", "calibration", "model_card"):
@@ -60,6 +62,9 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert set(state["stages"]) == set(STAGES)
     for rec in state["stages"].values():
         assert all(Path(p).exists() for p in rec["outputs"])  # every stage's output is a file
-    again = run_demo(out, patients=24, seed=0, size=(128, 104), max_epochs=2, n_readers=3, progress=False, log=lambda m: None)
+    pre = state["stages"]["pretrain"]  # the patch stage ran and the models started from its weights
+    assert any(str(p).endswith(".pt") for p in pre["outputs"])
+    assert json.loads(Path(next(p for p in pre["outputs"] if str(p).endswith(".pt"))).with_suffix(".json").read_text())["n_patches"] > 0
+    again = run_demo(out, **kw)
     assert again.skipped == list(STAGES)  # the rerun resumes: nothing is redone
     assert again.seconds < 30

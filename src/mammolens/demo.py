@@ -218,7 +218,7 @@ def run_demo(
     ov: dict[str, Any] = {"train.seed": seed, **(overrides or {})}
     if max_epochs is not None:
         ov["train.max_epochs"] = int(max_epochs)
-    params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": ov, "n_readers": n_readers,
+    params = {"patients": patients, "seed": seed, "size": list(size), "config": config, "overrides": dict(ov), "n_readers": n_readers,
               "patch_pretrain": patch_pretrain, "patch_epochs": patch_epochs, "conspicuity": conspicuity,
               "prevalence": prevalence, "split": list(split_fractions)}
     state = _State(out, params)
@@ -310,24 +310,13 @@ def run_demo(
             marker.write_text("patch pretraining disabled; models start from random weights\n")
             return [marker], {"skipped": True}
         from mammolens.config import load_config
-        from mammolens.data.cache import open_cache
-        from mammolens.train.patch_pretrain import patch_pretrain as run_patch_pretrain
+        from mammolens.train.patch_stage import pretrain_patches_from_cache
 
-        df = read_manifest(man_split, resolve_paths=False)
-        cache = open_cache(cache_dir)
-        tr = df[df["split"] == "train"]
-        images, masks, ids = [], [], []
-        for iid in tr["image_id"]:
-            img, mask, _ = cache.load(iid)
-            images.append(img)
-            masks.append(mask)
-            ids.append(iid)
         cfg = load_config(config)
-        patch_weights.parent.mkdir(parents=True, exist_ok=True)
-        res = run_patch_pretrain(
-            images, masks, ids, patch_weights, arch=cfg.model.arch, tiny_width=cfg.model.tiny_width,
-            exclude=df.loc[df["split"] != "train", "image_id"].tolist(), patch_size=48, per_lesion=12,
-            background_per_image=8, epochs=patch_epochs, seed=seed,
+        res = pretrain_patches_from_cache(
+            man_split, cache_dir, patch_weights, arch=cfg.model.arch, tiny_width=cfg.model.tiny_width,
+            splits=("train",), patch_size=48, per_lesion=12, background_per_image=8, classes=3,
+            epochs=patch_epochs, seed=seed, device="cpu",
             progress=lambda r: log(f"    patch epoch {int(r['epoch'])}: loss {r['loss']:.3f} accuracy {r['accuracy']:.3f}"),
         )
         return [patch_weights], {"n_patches": res.n_patches, "history": res.history}
