@@ -94,6 +94,10 @@ class TrainConfig(_Section):
     seed: int = 0
     imbalance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
     loc_weight: float = Field(1.0, ge=0)
+    #: backbone weights held fixed: ``early`` = stem..layer2, ``backbone`` = all of it (only
+    #: the heads learn; batch-norm statistics still adapt). For small datasets after
+    #: ``mammolens pretrain-patches`` (Shen et al. 2019's second stage with few images).
+    freeze: Literal["none", "early", "backbone"] = "none"
     precision: str = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: str = "auto"

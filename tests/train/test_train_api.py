@@ -192,3 +192,36 @@ def test_ddp_two_cpu_processes(toy, tmp_path):
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
     assert lines and lines[0].split()[1] == "1"
     assert (out / "checkpoints" / "best.ckpt").exists()
+
+
+@pytest.mark.parametrize("freeze", ["backbone", "early"])
+def test_frozen_backbone_keeps_its_weights(toy, tmp_path, run2, freeze):
+    """train.freeze: the frozen part of the backbone is bit-identical after training; the
+    heads (and any unfrozen layers) learn; batch-norm statistics adapt."""
+    manifest, cache = toy
+    init = tmp_path / "init.pt"
+    from mammolens.models import create_model
+    from mammolens.train.patch_pretrain import save_backbone_weights
+
+    torch.manual_seed(3)
+    save_backbone_weights(create_model("attention_tiny", tiny_width=8).backbone, init)
+    res = train(manifest, cache, config="tiny", out=tmp_path / "frozen",
+                overrides=[*FAST, f"train.freeze={freeze}", f"model.pretrained={init}", "model.tiny_width=8"], progress=False)
+    sd = torch.load(res.last_checkpoint, weights_only=True)["state_dict"]
+    start = create_model("attention_tiny", tiny_width=8, pretrained=init).state_dict()
+    frozen = [k for k in start if k.startswith("backbone.") and k.endswith(".weight")
+              and (freeze == "backbone" or k.startswith(("backbone.stem", "backbone.layer1", "backbone.layer2")))]
+    assert frozen
+    for k in frozen:
+        assert torch.equal(sd[f"model.{k}"], start[k]), k
+    assert not torch.equal(sd["model.classifier.weight"], start["classifier.weight"])
+    if freeze == "early":
+        assert not torch.equal(sd["model.backbone.layer4.0.conv1.weight"], start["backbone.layer4.0.conv1.weight"])
+    bn = [k for k in start if k.startswith("backbone.") and k.endswith("running_mean")]
+    assert any(not torch.equal(sd[f"model.{k}"], start[k]) for k in bn)  # statistics adapted
+
+
+def test_freeze_rejects_unknown_value(toy, tmp_path):
+    manifest, cache = toy
+    with pytest.raises(ConfigError):
+        train(manifest, cache, config="tiny", out=tmp_path / "x", overrides=[*FAST, "train.freeze=all"], progress=False)

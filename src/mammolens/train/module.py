@@ -47,6 +47,29 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+FROZEN_PREFIXES = {"none": (), "early": ("stem", "layer1", "layer2"), "backbone": ("",)}
+
+
+def freeze_backbone(model: torch.nn.Module, freeze: str) -> int:
+    """Hold backbone weights fixed (``none`` / ``early`` = stem..layer2 / ``backbone``).
+
+    Batch-norm running statistics are left to adapt to the training images (as in AdaBN,
+    Li et al. 2016): patch-pretrained statistics come from patches, not whole images.
+    Returns the number of parameters frozen.
+    """
+    if freeze not in FROZEN_PREFIXES:
+        raise ValueError(f"freeze must be one of {sorted(FROZEN_PREFIXES)}, got {freeze!r}")
+    prefixes = FROZEN_PREFIXES[freeze]
+    n = 0
+    if not prefixes:
+        return 0
+    for name, p in model.backbone.named_parameters():
+        if name.startswith(prefixes):
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
 class MammoLitModule(pl.LightningModule):
     """The recipe: BCE (+ localisation) loss, Adam, ReduceLROnPlateau on val loss, AUC.
 
@@ -70,6 +93,7 @@ class MammoLitModule(pl.LightningModule):
         mc = self.cfg.model
         self.model = create_model(mc.name, pretrained=mc.pretrained, **model_kwargs_from_config(mc))
         self.loc_weight = self.cfg.train.loc_weight if mc.kind == "attention" else 0.0
+        freeze_backbone(self.model, self.cfg.train.freeze)
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -120,7 +144,8 @@ class MammoLitModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         oc = self.cfg.optim
-        opt = torch.optim.Adam(self.model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=oc.lr, weight_decay=oc.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=oc.plateau_factor, patience=oc.plateau_patience, min_lr=oc.min_lr
         )
