@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("--out", default="bench/results/mias_cv.json")
-    ap.add_argument("--pair", action="append", default=[], help="A:B configuration names to compare (default: every pair)")
+    ap.add_argument("--pair", action="append", default=[], help="'A:B' or 'A vs B' (names holding ':') configuration names to compare (default: every pair)")
     args = ap.parse_args(argv)
     merged: dict[str, Any] = {}
     for p in args.inputs:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["summary"] = summarize(cfg, cfg["settings"].get("folds", merged.get("k", 5)))
     secondary(merged)
     names = list(merged["configs"])
-    pairs = [tuple(p.split(":", 1)) for p in args.pair] or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    pairs = [tuple(p.split(" vs ", 1) if " vs " in p else p.split(":", 1)) for p in args.pair] or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     comps = {}
     for a, b in pairs:
         c = compare(merged["configs"][a], merged["configs"][b])
