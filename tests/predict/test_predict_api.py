@@ -234,3 +234,14 @@ def test_trained_tiny_model_localises_toy_lesions(tmp_path):
         y, x = np.unravel_index(np.argmax(hm), hm.shape)
         hits.append(np.hypot(x - le["cx"], y - le["cy"]) <= le["r"] + 20)
     assert hits and np.mean(hits) >= 0.7
+
+
+def test_heatmap_paths_in_the_table_work_from_any_folder(toy_run, tmp_path, monkeypatch):
+    """Relative --out / --heatmaps: the table's heatmap paths still open after a change of
+    directory (evaluate reads them from the table's folder, not the caller's)."""
+    manifest, cache, run = toy_run
+    monkeypatch.chdir(tmp_path)
+    df = predict(run, [manifest], Path("preds/p.csv"), cache=cache, split="test", heatmaps_dir=Path("hm"), progress=False)
+    assert len(df) and all(Path(p).is_absolute() for p in df["heatmap"])
+    monkeypatch.chdir(run)
+    assert all(Path(p).is_file() for p in pd.read_csv(tmp_path / "preds" / "p.csv")["heatmap"])

@@ -131,7 +131,9 @@ def score_items(
     from mammolens.data.heatmap_io import save_heatmaps
     from mammolens.explain.heatmaps import overlay_png
 
-    hdir = Path(heatmaps_dir) if heatmaps_dir else None
+    # absolute: the predictions table is read from other folders (evaluate resolves relative
+    # paths against the table's own folder, which a CWD-relative path would miss)
+    hdir = Path(heatmaps_dir).resolve() if heatmaps_dir else None
     kind = predictor.config.predict.overlay_kind
     if hdir is not None:
         hdir.mkdir(parents=True, exist_ok=True)
