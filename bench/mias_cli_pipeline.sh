@@ -21,8 +21,7 @@ $M pretrain-patches "$OUT/split.csv" -c "$OUT/cache" -o "$OUT/patch_tiny.pt" --a
 COMMON=(--config mias --set model.arch=tiny --set model.tiny_width=16 --set "model.pretrained=$OUT/patch_tiny.pt"
         --set train.freeze=backbone --set optim.lr=3e-3 --set train.max_epochs=30 --set train.early_stop_patience=10
         --set data.num_workers=0 --set train.accelerator=cpu --set predict.gradcam=false --quiet)
-$M train "$OUT/split.csv" -c "$OUT/cache" --out "$OUT/run_attention" --model attention \
-    --set model.score=attention+localization "${COMMON[@]}"
+$M train "$OUT/split.csv" -c "$OUT/cache" --out "$OUT/run_attention" --model attention "${COMMON[@]}"
 $M train "$OUT/split.csv" -c "$OUT/cache" --out "$OUT/run_baseline" --model baseline "${COMMON[@]}"
 for k in attention baseline; do
   $M predict "$OUT/run_$k" "$OUT/split.csv" -c "$OUT/cache" --out "$OUT/pred_$k.csv" --heatmaps "$OUT/heatmaps_$k" \
