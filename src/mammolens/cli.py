@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "mammolens.commands.ingest:ingest",
     "preprocess": "mammolens.commands.preprocess:preprocess",
     "split": "mammolens.commands.split:split",
+    "pretrain-ssl": "mammolens.commands.pretrain_ssl:pretrain_ssl",
     "pretrain-patches": "mammolens.commands.pretrain_patches:pretrain_patches",
     "train": "mammolens.commands.train:train",
     "predict": "mammolens.commands.predict:predict",

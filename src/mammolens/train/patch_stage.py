@@ -155,6 +155,159 @@ def _resolve_device(device: str) -> str:
     return d
 
 
+@dataclass
+class CachedSelection:
+    """The images of the chosen splits that :func:`select_cached_images` read from the cache."""
+
+    #: the validated manifest (all rows)
+    df: pd.DataFrame
+    #: the manifest's path as given (``"MANIFEST"`` for a DataFrame)
+    manifest_name: str
+    #: normalised split names (``["all"]`` for every row)
+    splits: list[str]
+    #: ids of the rows of the chosen splits
+    chosen_ids: list[str]
+    #: ids of every other row: never loaded, to be passed as ``exclude``
+    held_ids: list[str]
+    #: the opened cache and its folder
+    cache: Any
+    cache_root: str
+    #: one ``reject`` row per chosen image the cache could not give (or ``visit`` refused)
+    qc: QCTable
+    manifest_hash: str
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.qc.rejected)
+
+    @property
+    def rejected_ids(self) -> list[str]:
+        return [r.image_id for r in self.qc.rejected]
+
+
+def check_weights_path(out: str | Path, *, arch: str) -> Path:
+    """``out`` as a Path; a ``.json`` / ``.csv`` name (the report's and QC table's suffixes) is a ConfigError."""
+    out = Path(out)
+    if out.suffix.lower() in (".json", ".csv"):
+        raise ConfigError(f"{out}: the weights file must not end in {out.suffix} (use e.g. patch_{arch}.pt)")
+    return out
+
+
+def select_cached_images(
+    manifest: str | Path | pd.DataFrame,
+    cache: Any,
+    *,
+    splits: Iterable[str],
+    stage: str,
+    visit: Callable[[Any, np.ndarray, np.ndarray | None], str | None],
+) -> CachedSelection:
+    """Read the manifest, choose the rows of ``splits`` and load each of them from the cache.
+
+    Shared by the pretraining stages (``pretrain-patches``, ``pretrain-ssl``). Rows of
+    other splits are never loaded (their ids are returned in ``held_ids``, for the
+    ``exclude`` of the training function). Patient-level leakage between splits is
+    checked whenever the manifest has splits.
+
+    Parameters
+    ----------
+    manifest
+        Manifest path (CSV / Parquet) or DataFrame.
+    cache
+        Cache folder written by ``mammolens preprocess`` or an opened cache.
+    splits
+        Split names (``train``, ``val``, ``test``), or ``("all",)`` for every row (no split
+        column needed).
+    stage
+        Stage name written in the QC rows.
+    visit
+        Called as ``visit(row, image, mask)`` for every chosen row the cache could read
+        (``row`` is the manifest row as a namedtuple, ``mask`` ``None`` when the cache has
+        none). It returns ``None`` when the image is handled (kept or skipped by the
+        caller), or a reason string that rejects it with a QC row naming the cached file.
+
+    Returns
+    -------
+    CachedSelection
+
+    Raises
+    ------
+    ConfigError
+        No / unknown / mixed splits, no split column (without ``all``), no row in the
+        chosen splits.
+    """
+    from mammolens.data.cache import CacheError, open_cache
+    from mammolens.data.manifest import (
+        check_no_leakage,
+        manifest_hash,
+        read_manifest,
+        validate_manifest,
+    )
+
+    if isinstance(manifest, pd.DataFrame):
+        df, mname = validate_manifest(manifest), "MANIFEST"
+    else:
+        df, mname = read_manifest(manifest), str(manifest)
+    splits_l = [str(s).strip().lower() for s in splits]
+    if not splits_l:
+        raise ConfigError("choose at least one split (e.g. train), or 'all' for every row")
+    use_all = "all" in splits_l
+    if use_all and len(splits_l) > 1:
+        raise ConfigError(f"'all' cannot be combined with other splits, got {splits_l}")
+    has_split = "split" in df.columns and bool((df["split"].astype(str) != "").any())
+    if not use_all:
+        if not has_split:
+            raise ConfigError(
+                f"{mname}: the manifest has no split assignments; run `mammolens split` first "
+                "(or pass --split all to pretrain on every image, if no evaluation image is in this manifest)"
+            )
+        bad = sorted(set(splits_l) - {"train", "val", "test"})
+        if bad:
+            raise ConfigError(f"unknown split(s) {bad}; choose from train, val, test (or all)")
+    if has_split:
+        check_no_leakage(df)
+    sel = np.ones(len(df), bool) if use_all else df["split"].astype(str).isin(splits_l).to_numpy()
+    chosen, held = df[sel], df[~sel]
+    if chosen.empty:
+        raise ConfigError(f"{mname}: no image in split(s) {splits_l}")
+    cache_obj = open_cache(cache) if isinstance(cache, str | Path) else cache
+
+    qc = QCTable()
+    for r in chosen.itertuples(index=False):
+        iid, path = str(r.image_id), str(r.path)
+        try:
+            img, mask, _ = cache_obj.load(iid)
+        except CacheError as e:
+            if iid in cache_obj:  # indexed, but its array file is gone or corrupt
+                qc.add(stage, _cache_file(cache_obj, iid) or path, f"cannot read cached array: {e}", image_id=iid)
+            else:  # the cache's message says whether preprocessing rejected it
+                qc.add(stage, path, f"not in the cache (missing or rejected by preprocessing): {e}", image_id=iid)
+            continue
+        reason = visit(r, img, mask)
+        if reason is not None:
+            qc.add(stage, _cache_file(cache_obj, iid) or path, reason, image_id=iid)
+        del img, mask
+    return CachedSelection(
+        df=df,
+        manifest_name=mname,
+        splits=splits_l,
+        chosen_ids=chosen["image_id"].astype(str).tolist(),
+        held_ids=held["image_id"].astype(str).tolist(),
+        cache=cache_obj,
+        cache_root=str(getattr(cache_obj, "root", cache)),
+        qc=qc,
+        manifest_hash=manifest_hash(df),
+    )
+
+
+def write_json_report(path: Path, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` atomically as strict JSON (NumPy scalars converted, NaN / inf -> null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(json.loads(json.dumps(doc, default=_json_default))), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def follow_up_command(manifest: str, cache: str, weights: Path, *, arch: str, tiny_width: int) -> str:
     """The ``mammolens train`` command that starts the whole-image model from ``weights``."""
     run = weights.parent / f"{weights.stem}_run"
@@ -230,80 +383,35 @@ def pretrain_patches_from_cache(
         No split column (without ``splits=("all",)``), no rows in the chosen splits,
         nothing usable in the cache, or no lesion annotation among the chosen images.
     """
-    from mammolens.data.cache import CacheError, open_cache
-    from mammolens.data.manifest import (
-        check_no_leakage,
-        manifest_hash,
-        read_manifest,
-        validate_manifest,
-    )
     from mammolens.train.patch_pretrain import patch_pretrain
 
     t0 = time.time()
-    out = Path(out)
-    if out.suffix.lower() in (".json", ".csv"):
-        raise ConfigError(f"{out}: the weights file must not end in {out.suffix} (use e.g. patch_{arch}.pt)")
-    if isinstance(manifest, pd.DataFrame):
-        df, mname = validate_manifest(manifest), "MANIFEST"
-    else:
-        df, mname = read_manifest(manifest), str(manifest)
-    splits_l = [str(s).strip().lower() for s in splits]
-    if not splits_l:
-        raise ConfigError("choose at least one split (e.g. train), or 'all' for every row")
-    use_all = "all" in splits_l
-    if use_all and len(splits_l) > 1:
-        raise ConfigError(f"'all' cannot be combined with other splits, got {splits_l}")
-    has_split = "split" in df.columns and bool((df["split"].astype(str) != "").any())
-    if not use_all:
-        if not has_split:
-            raise ConfigError(
-                f"{mname}: the manifest has no split assignments; run `mammolens split` first "
-                "(or pass --split all to pretrain on every image, if no evaluation image is in this manifest)"
-            )
-        bad = sorted(set(splits_l) - {"train", "val", "test"})
-        if bad:
-            raise ConfigError(f"unknown split(s) {bad}; choose from train, val, test (or all)")
-    if has_split:
-        check_no_leakage(df)
-    sel = np.ones(len(df), bool) if use_all else df["split"].astype(str).isin(splits_l).to_numpy()
-    chosen, held = df[sel], df[~sel]
-    if chosen.empty:
-        raise ConfigError(f"{mname}: no image in split(s) {splits_l}")
-    cache_obj = open_cache(cache) if isinstance(cache, str | Path) else cache
-    dev = _resolve_device(device)
-
-    # -- which images give patches ---------------------------------------------------
-    qc = QCTable()
+    out = check_weights_path(out, arch=arch)
     ids: list[str] = []
     zero_mask: list[bool] = []
     no_annotation: list[str] = []
     n_lesion_images = 0
-    for r in chosen.itertuples(index=False):
-        iid, path = str(r.image_id), str(r.path)
-        label = r.label
-        try:
-            img, mask, _ = cache_obj.load(iid)
-        except CacheError as e:
-            if iid in cache_obj:  # indexed, but its array file is gone or corrupt
-                qc.add(STAGE, _cache_file(cache_obj, iid) or path, f"cannot read cached array: {e}", image_id=iid)
-            else:  # the cache's message says whether preprocessing rejected it
-                qc.add(STAGE, path, f"not in the cache (missing or rejected by preprocessing): {e}", image_id=iid)
-            continue
+
+    def visit(r: Any, img: np.ndarray, mask: np.ndarray | None) -> str | None:
+        nonlocal n_lesion_images
         if mask is not None and mask.shape != img.shape:
-            qc.add(STAGE, _cache_file(cache_obj, iid) or path,
-                   f"cached mask shape {mask.shape} differs from image {img.shape}: run `mammolens preprocess` again", image_id=iid)
-            continue
+            return f"cached mask shape {mask.shape} differs from image {img.shape}: run `mammolens preprocess` again"
+        iid = str(r.image_id)
         if mask is None:
-            if pd.isna(label) or int(label) != 0:
+            if pd.isna(r.label) or int(r.label) != 0:
                 no_annotation.append(iid)  # cancer (or unknown) at an unknown place: no patch
-                continue
+                return None
             zero_mask.append(True)
         else:
             zero_mask.append(False)
             n_lesion_images += int(bool((mask > 0).any()))
         ids.append(iid)
-        del img, mask
-    n_rej = len(qc.rejected)
+        return None
+
+    sel = select_cached_images(manifest, cache, splits=splits, stage=STAGE, visit=visit)
+    mname, splits_l, qc, cache_obj = sel.manifest_name, sel.splits, sel.qc, sel.cache
+    dev = _resolve_device(device)
+    n_rej = sel.n_rejected
     if not ids:
         raise ConfigError(
             f"{mname}: no usable image in split(s) {splits_l} ({n_rej} not in the cache or unreadable, "
@@ -319,14 +427,14 @@ def pretrain_patches_from_cache(
     loader = _Loader(cache_obj, ids, zero_mask)
     res = patch_pretrain(
         _CacheSeq(loader, "image"), _CacheSeq(loader, "mask"), ids, out,
-        arch=arch, tiny_width=tiny_width, init=init, exclude=held["image_id"].astype(str).tolist(),
+        arch=arch, tiny_width=tiny_width, init=init, exclude=sel.held_ids,
         patch_size=patch_size, per_lesion=per_lesion, background_per_image=background_per_image,
         classes=classes, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
         device=dev, max_steps=max_steps, progress=progress,
     )
     qc_path = qc.write_csv(out.with_name(out.stem + "_qc.csv")) if len(qc) else None
     weights = Path(res.path or out)
-    cache_root = str(getattr(cache_obj, "root", cache))
+    cache_root = sel.cache_root
     follow = follow_up_command(mname, cache_root, weights, arch=arch, tiny_width=tiny_width)
     seconds = time.time() - t0
     result = PatchStageResult(
@@ -340,7 +448,7 @@ def pretrain_patches_from_cache(
         n_images_used=len(ids),
         n_images_without_annotation=len(no_annotation),
         n_images_rejected=n_rej,
-        n_images_excluded=len(held),
+        n_images_excluded=len(sel.held_ids),
         history=[dict(h) for h in res.history],
         seconds=seconds,
         device=dev,
@@ -356,7 +464,7 @@ def pretrain_patches_from_cache(
         },
         manifest=mname,
         cache=cache_root,
-        mhash=manifest_hash(df),
+        mhash=sel.manifest_hash,
         preprocess=_settings_dict(cache_obj),
         used_ids=ids,
         no_annotation_ids=no_annotation,
@@ -423,8 +531,4 @@ def _write_report(res: PatchStageResult, *, settings: dict[str, Any], manifest: 
         "image_ids_without_annotation": no_annotation_ids,
         "image_ids_rejected": rejected_ids,
     }
-    res.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = res.report.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(json.loads(json.dumps(doc, default=_json_default))), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(res.report)
-    return res.report
+    return write_json_report(res.report, doc)
