@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mammolens.errors import EXIT_ERROR, EXIT_REJECTED, MammolensError
+from mammolens.jsonio import to_json
 from mammolens.qc import QCTable
 
 #: messages, progress and tables for people go to stderr; results (JSON) to stdout
@@ -47,47 +46,6 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def _default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return _finite(float(o))
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "model_dump"):
-        return o.model_dump()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if hasattr(o, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _finite(x: float) -> float | None:
-    return None if (math.isnan(x) or math.isinf(x)) else x
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, float):
-        return _finite(o)
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    return o
-
-
-def to_json(obj: Any, *, indent: int | None = 2) -> str:
-    """JSON with numpy types converted and NaN/inf written as null."""
-    return json.dumps(_clean(json.loads(json.dumps(obj, default=_default))), indent=indent)
-
-
 def emit_json(obj: Any) -> None:
     sys.stdout.write(to_json(obj) + "\n")
     sys.stdout.flush()
@@ -105,6 +63,30 @@ def progress(transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def with_epoch_progress(
+    run: Callable[[Callable[[dict[str, float]], None] | None], Any],
+    *,
+    title: str,
+    epochs: int,
+    describe: Callable[[dict[str, float]], str],
+    show: bool,
+) -> Any:
+    """Call ``run(on_epoch)`` with a per-epoch progress bar (``run(None)`` when not ``show``).
+
+    ``on_epoch`` takes a training function's epoch record (with ``epoch``, 1-based) and
+    shows ``"{title}: {describe(record)}"``.
+    """
+    if not show:
+        return run(None)
+    with progress() as bar:
+        task = bar.add_task(title, total=epochs)
+
+        def on_epoch(rec: dict[str, float]) -> None:
+            bar.update(task, completed=int(rec["epoch"]), description=f"{title}: {describe(rec)}")
+
+        return run(on_epoch)
 
 
 def report_qc(qc: QCTable, qc_path: Path | None, *, what: str = "input(s)") -> int:

@@ -11,8 +11,8 @@ from mammolens.commands._common import (
     console,
     emit_json,
     exit_with,
-    progress,
     report_qc,
+    with_epoch_progress,
 )
 from mammolens.errors import EXIT_OK, EXIT_REJECTED
 from mammolens.qc import QCTable
@@ -59,23 +59,12 @@ def pretrain_ssl(
         "temperature": temperature, "seed": seed, "device": device,
     }
     with cli_errors():
-        if not quiet and not json_out:
-            with progress() as bar:
-                task = bar.add_task("SSL pretraining", total=epochs)
-
-                def on_epoch(rec: dict[str, float]) -> None:
-                    bar.update(
-                        task,
-                        completed=int(rec["epoch"]),
-                        description=(
-                            f"SSL pretraining: loss {rec['loss']:.3f}, retrieval accuracy {rec['accuracy']:.3f}"
-                            f" (chance {rec.get('chance', float('nan')):.3f})"
-                        ),
-                    )
-
-                res = pretrain_ssl_from_cache(manifest, cache, out, progress=on_epoch, **kwargs)
-        else:
-            res = pretrain_ssl_from_cache(manifest, cache, out, **kwargs)
+        res = with_epoch_progress(
+            lambda cb: pretrain_ssl_from_cache(manifest, cache, out, progress=cb, **kwargs),
+            title="SSL pretraining", epochs=epochs, show=not quiet and not json_out,
+            describe=lambda r: (f"loss {r['loss']:.3f}, retrieval accuracy {r['accuracy']:.3f}"
+                                f" (chance {r.get('chance', float('nan')):.3f})"),
+        )
     status = EXIT_REJECTED if res.n_images_rejected else EXIT_OK
     if json_out:
         emit_json(res.to_dict())

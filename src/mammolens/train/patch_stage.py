@@ -48,6 +48,7 @@ import pandas as pd
 
 from mammolens import __version__
 from mammolens.errors import ConfigError
+from mammolens.jsonio import write_json
 from mammolens.qc import QCTable
 
 STAGE = "pretrain-patches"
@@ -299,15 +300,6 @@ def select_cached_images(
     )
 
 
-def write_json_report(path: Path, doc: dict[str, Any]) -> Path:
-    """Write ``doc`` atomically as strict JSON (NumPy scalars converted, NaN / inf -> null)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(json.loads(json.dumps(doc, default=_json_default))), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def follow_up_command(manifest: str, cache: str, weights: Path, *, arch: str, tiny_width: int) -> str:
     """The ``mammolens train`` command that starts the whole-image model from ``weights``."""
     run = weights.parent / f"{weights.stem}_run"
@@ -490,27 +482,6 @@ def _settings_dict(cache_obj: Any) -> dict[str, Any] | None:
         return None
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _finite(o: Any) -> Any:
-    """NaN / inf -> None (a diverged loss must not make the report invalid JSON)."""
-    if isinstance(o, float):
-        return o if np.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_finite(v) for v in o]
-    return o
-
-
 def _write_report(res: PatchStageResult, *, settings: dict[str, Any], manifest: str, cache: str, mhash: str,
                   preprocess: dict[str, Any] | None, used_ids: list[str], no_annotation_ids: list[str],
                   rejected_ids: list[str]) -> Path:
@@ -531,4 +502,4 @@ def _write_report(res: PatchStageResult, *, settings: dict[str, Any], manifest: 
         "image_ids_without_annotation": no_annotation_ids,
         "image_ids_rejected": rejected_ids,
     }
-    return write_json_report(res.report, doc)
+    return write_json(res.report, doc)

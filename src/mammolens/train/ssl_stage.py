@@ -40,12 +40,13 @@ import pandas as pd
 
 from mammolens import __version__
 from mammolens.errors import ConfigError
+from mammolens.jsonio import write_json
 from mammolens.train.patch_stage import (
     _resolve_device,
     _settings_dict,
     check_weights_path,
+    follow_up_command,
     select_cached_images,
-    write_json_report,
 )
 
 STAGE = "pretrain-ssl"
@@ -94,15 +95,10 @@ class SSLStageResult:
 def ssl_follow_up_commands(manifest: str, cache: str, weights: Path, *, arch: str, tiny_width: int) -> list[str]:
     """The two ways on from SSL weights: supervised patch pretraining, or whole-image training."""
     patch_out = weights.parent / f"{weights.stem}_patch.pt"
-    run = weights.parent / f"{weights.stem}_run"
     tiny = ["--tiny-width", str(tiny_width)] if arch == "tiny" else []
     patch = ["mammolens", "pretrain-patches", manifest, "--cache", cache, "--out", str(patch_out),
              "--arch", arch, *tiny, "--init", str(weights)]
-    train = ["mammolens", "train", manifest, "--cache", cache, "--out", str(run),
-             "--set", f"model.arch={arch}", "--set", f"model.pretrained={weights}"]
-    if arch == "tiny":
-        train += ["--set", f"model.tiny_width={tiny_width}"]
-    return [" ".join(shlex.quote(p) for p in cmd) for cmd in (patch, train)]
+    return [" ".join(shlex.quote(p) for p in patch), follow_up_command(manifest, cache, weights, arch=arch, tiny_width=tiny_width)]
 
 
 def pretrain_ssl_from_cache(
@@ -212,7 +208,7 @@ def pretrain_ssl_from_cache(
     )
     import torch
 
-    write_json_report(result.report, {
+    write_json(result.report, {
         "stage": STAGE,
         "reference": "Chen et al. 2020, ICML (SimCLR); Miller et al. 2022 (self-supervised mammography pretraining)",
         **result.to_dict(),
