@@ -34,3 +34,28 @@ def test_cli_starts_without_torch():
     code = "import sys; import mammolens.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "a command module imports torch at import time"
+
+
+def test_a_command_module_that_fails_to_import_stops_the_cli(tmp_path, monkeypatch):
+    import pytest
+
+    from mammolens import cli
+
+    (tmp_path / "broken_cmd_mod.py").write_text("import no_such_dependency_xyz\n\ndef run():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(cli.CommandImportError, match=r"broken_cmd_mod:run.*no_such_dependency_xyz"):
+        cli._load("broken_cmd_mod:run")
+    # a command module that does not exist at all is an error too (it used to vanish from --help)
+    with pytest.raises(cli.CommandImportError, match="mammolens.commands.no_such_stage"):
+        cli._load("mammolens.commands.no_such_stage:run")
+    with pytest.raises(cli.CommandImportError, match="has no 'nope'"):
+        cli._load("mammolens.commands.synth:nope")
+
+
+def test_every_registered_command_is_on_the_cli():
+    from mammolens import cli
+
+    r = CliRunner().invoke(app, ["--help"], terminal_width=250, env={"COLUMNS": "250"})
+    assert r.exit_code == 0
+    for name in [*cli.COMMANDS, *cli.GROUPS]:
+        assert name in r.output, name

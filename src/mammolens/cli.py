@@ -43,26 +43,32 @@ GROUPS: dict[str, str] = {
 }
 
 
+class CommandImportError(ImportError):
+    """A command's module failed to import: the CLI refuses to start without it."""
+
+
 def _load(target: str):
+    """Import ``"module:attr"``; a module that fails to import stops the CLI, naming it.
+
+    A command silently missing from ``--help`` hides a broken install or a bug, so
+    every import error (a missing dependency included) is raised with the command's target.
+    """
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:  # stage not built yet: leave it out of the CLI
-            return None
-        raise
-    return getattr(module, attr)
+    except ImportError as e:
+        raise CommandImportError(f"mammolens: cannot load command {target!r}: {type(e).__name__}: {e}") from e
+    try:
+        return getattr(module, attr)
+    except AttributeError as e:
+        raise CommandImportError(f"mammolens: cannot load command {target!r}: {module_name} has no {attr!r}") from e
 
 
 def _register() -> None:
     for name, target in COMMANDS.items():
-        fn = _load(target)
-        if fn is not None:
-            app.command(name)(fn)
+        app.command(name)(_load(target))
     for name, target in GROUPS.items():
-        sub = _load(target)
-        if sub is not None:
-            app.add_typer(sub, name=name)
+        app.add_typer(_load(target), name=name)
 
 
 def _version(value: bool) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mammolens.errors import MammolensError
+from mammolens.progress import callback_bar
 
 STAGES = ("synth", "ingest", "preprocess", "split", "pretrain", "train_attention", "train_baseline", "predict", "readers", "evaluate")
 
@@ -92,31 +93,6 @@ class _State:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
         tmp.replace(self.path)
-
-
-class _bar:
-    """A rich progress bar on stderr as a ``progress(done, total)`` callable (or None)."""
-
-    def __init__(self, name: str, enabled: bool) -> None:
-        self.name, self.enabled, self._p = name, enabled, None
-
-    def __enter__(self) -> Callable[[int, int], None] | None:
-        if not self.enabled:
-            return None
-        from mammolens.commands._common import progress
-
-        self._p = progress(transient=True)
-        self._p.__enter__()
-        task = self._p.add_task(self.name, total=None)
-
-        def cb(done: int, total: int) -> None:
-            self._p.update(task, completed=done, total=total)
-
-        return cb
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(None, None, None)
 
 
 def _reader_cases(pred_csv: Path, manifest: Path, *, split: str) -> Any:
@@ -257,7 +233,7 @@ def run_demo(
     def do_synth() -> tuple[list[Path], dict[str, Any]]:
         from mammolens.data.synthetic import synthesize_cohort
 
-        with _bar("synthesise", progress) as cb:
+        with callback_bar("synthesise", progress) as cb:
             synthesize_cohort(synth_dir, n_patients=patients, seed=seed, workers=workers, progress=cb,
                               conspicuity=conspicuity, prevalence=prevalence)
         return [synth_dir / "annotations.csv"], {}

@@ -1,32 +1,31 @@
-"""Helpers every command uses: error handling, JSON output, progress, QC summaries."""
+"""Helpers every command uses: error handling, JSON output, QC summaries.
+
+Progress bars live in :mod:`mammolens.progress` (library code uses them too); ``progress``
+and ``with_epoch_progress`` are re-exported here for the commands.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from mammolens.errors import EXIT_ERROR, EXIT_REJECTED, MammolensError
 from mammolens.jsonio import to_json
+from mammolens.progress import progress_bar as progress
+from mammolens.progress import stderr_console, with_epoch_progress
 from mammolens.qc import QCTable
 
+__all__ = ["cli_errors", "console", "emit_json", "exit_with", "out", "progress", "report_qc", "to_json", "with_epoch_progress"]
+
 #: messages, progress and tables for people go to stderr; results (JSON) to stdout
-console = Console(stderr=True)
+console = stderr_console()
 out = Console()
 
 
@@ -49,44 +48,6 @@ def cli_errors() -> Iterator[None]:
 def emit_json(obj: Any) -> None:
     sys.stdout.write(to_json(obj) + "\n")
     sys.stdout.flush()
-
-
-def progress(transient: bool = False) -> Progress:
-    """A rich progress bar (to stderr) with count, elapsed and remaining time."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=transient,
-    )
-
-
-def with_epoch_progress(
-    run: Callable[[Callable[[dict[str, float]], None] | None], Any],
-    *,
-    title: str,
-    epochs: int,
-    describe: Callable[[dict[str, float]], str],
-    show: bool,
-) -> Any:
-    """Call ``run(on_epoch)`` with a per-epoch progress bar (``run(None)`` when not ``show``).
-
-    ``on_epoch`` takes a training function's epoch record (with ``epoch``, 1-based) and
-    shows ``"{title}: {describe(record)}"``.
-    """
-    if not show:
-        return run(None)
-    with progress() as bar:
-        task = bar.add_task(title, total=epochs)
-
-        def on_epoch(rec: dict[str, float]) -> None:
-            bar.update(task, completed=int(rec["epoch"]), description=f"{title}: {describe(rec)}")
-
-        return run(on_epoch)
 
 
 def report_qc(qc: QCTable, qc_path: Path | None, *, what: str = "input(s)") -> int:

@@ -11,9 +11,9 @@ from mammolens.commands._common import (
     console,
     emit_json,
     exit_with,
-    progress,
     report_qc,
 )
+from mammolens.progress import callback_bar
 
 
 def preprocess(
@@ -61,12 +61,7 @@ def preprocess(
 
     with cli_errors():
         df = read_manifest(manifest)
-        with progress(transient=True) as bar:
-            task = bar.add_task("preprocess", total=len(df))
-
-            def step(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with callback_bar("preprocess", total=len(df)) as step:
             result = preprocess_manifest(
                 df, out, settings, workers=workers, progress=step, base_dir=Path(manifest).resolve().parent
             )

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mammolens.commands._common import cli_errors, console, emit_json, progress
+from mammolens.commands._common import cli_errors, console, emit_json
+from mammolens.progress import callback_bar
 
 
 def synth(
@@ -43,12 +44,7 @@ def synth(
         console.print(f"[bold red]usage error:[/] {msg}")
         raise typer.Exit(EXIT_USAGE)
     with cli_errors():
-        with progress(transient=True) as bar:
-            task = bar.add_task("synth (patients)", total=patients)
-
-            def step(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with callback_bar("synth (patients)", total=patients) as step:
             result = synthesize_cohort(
                 out, n_patients=patients, seed=seed, size=size, conspicuity=conspicuity, prevalence=prevalence,
                 benign_rate=benign_rate, vendors=[canon[v.lower()] for v in names], workers=workers, progress=step,

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mammolens.errors import MammolensError
+from mammolens.jsonio import to_json
 from mammolens.qc import QCTable
 
 LEVELS = ("image", "breast", "exam")
@@ -1153,8 +1154,6 @@ def evaluate(
         "figures": sorted(str(p.relative_to(out)) for p in figs_dir.rglob("*") if p.is_file()),
     }
     results["elapsed_s"] = round(time.time() - t0, 2)
-    from mammolens.commands._common import to_json
-
     results_path = out / "results.json"
     results_path.write_text(to_json(results) + "\n", encoding="utf-8")
     (out / "model_card.md").write_text(results["model_card"]["markdown"], encoding="utf-8")

@@ -378,9 +378,9 @@ def predict(
     bar = None
     task = None
     if progress:
-        from mammolens.commands._common import progress as make_progress
+        from mammolens.progress import progress_bar
 
-        bar = make_progress()
+        bar = progress_bar()
         bar.start()
         task = bar.add_task("predict", total=len(todo))
     try:
