@@ -3,6 +3,7 @@
 Public API::
 
     from mammolens.io import read_image, read_dicom, read_dicom_metadata, LoadedImage
+    from mammolens.io import read_image_isolated, IsolatedPool   # untrusted pixels, out of process
 """
 
 from mammolens.io.dicom import (
@@ -14,8 +15,10 @@ from mammolens.io.dicom import (
     validate_mammogram,
 )
 from mammolens.io.images import LoadedImage, read_image, read_mask_file, sniff_format
+from mammolens.io.sandbox import IsolatedPool, read_image_isolated
 
 __all__ = [
+    "IsolatedPool",
     "LoadedImage",
     "canonical_manufacturer",
     "normalize_view",
@@ -23,6 +26,7 @@ __all__ = [
     "read_dicom",
     "read_dicom_metadata",
     "read_image",
+    "read_image_isolated",
     "read_mask_file",
     "sniff_format",
     "validate_mammogram",
