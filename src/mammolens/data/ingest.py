@@ -247,21 +247,25 @@ def _valid_lesion_cell(cell: str) -> bool:
     return True
 
 
-def _rollup(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+def _rollup(df: pd.DataFrame, level: str) -> pd.DataFrame:
+    from mammolens.stats.levels import aggregate_scores
+
     d = df.copy()
-    lab = d["label"].astype("Float64")
-    d["_label"] = lab
-    d["_known"] = lab.notna()
+    d["_label"] = d["label"].astype("Float64")
     if "outcome" in d.columns:
         d["_outcome"] = d["outcome"].map(lambda v: _OUTCOME_RANK.get(str(v), -1))
     else:
         d["_outcome"] = -1
-    g = d.groupby(key, sort=True, dropna=False)
-    res = g.agg(images=("image_id", "size"), _label=("_label", "max"), _known=("_known", "any"), _outcome=("_outcome", "max"))
-    res["label"] = res["_label"].where(res["_known"]).astype("Int64")
+    # the truth of a breast / exam is the max of its known labels (stats.levels' rule), and
+    # its outcome the most severe
+    res = aggregate_scores(d, level=level, score="_outcome", truth="_label", how="max", sort=True,
+                           missing_keys="group")
     inv = {v: k for k, v in _OUTCOME_RANK.items()}
-    res["outcome"] = res["_outcome"].map(lambda v: inv.get(int(v), ""))
-    return res.drop(columns=["_label", "_known", "_outcome"]).reset_index()
+    out = res[[c for c in res.columns if c not in ("_outcome", "_label", "n_images")]].copy()
+    out["images"] = res["n_images"]
+    out["label"] = res["_label"].astype("Int64")
+    out["outcome"] = res["_outcome"].map(lambda v: inv.get(int(v), ""))
+    return out
 
 
 def breast_labels(df: pd.DataFrame) -> pd.DataFrame:
@@ -270,12 +274,12 @@ def breast_labels(df: pd.DataFrame) -> pd.DataFrame:
     Returns one row per breast with ``images``, ``label`` (nullable Int64: empty when no
     image of the breast has a known label) and ``outcome`` (the most severe).
     """
-    return _rollup(df, BREAST_KEY)
+    return _rollup(df, "breast")
 
 
 def exam_labels(df: pd.DataFrame) -> pd.DataFrame:
     """Labels per exam (``EXAM_KEY``): malignant if any image of the exam is."""
-    return _rollup(df, EXAM_KEY)
+    return _rollup(df, "exam")
 
 
 __all__ = ["IngestResult", "breast_labels", "exam_labels", "finalize", "ingest", "qc_path_for", "summarize"]

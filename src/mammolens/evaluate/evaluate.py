@@ -192,7 +192,7 @@ def level_table(df: pd.DataFrame, level: str) -> pd.DataFrame:
     Uses the predictions' own ``breast_score`` / ``exam_score`` roll-ups when present,
     otherwise :func:`mammolens.stats.levels.aggregate_scores` (max over images).
     """
-    from mammolens.stats.levels import aggregate_scores
+    from mammolens.stats.levels import aggregate_scores, level_keys
 
     keep = ["split", "manufacturer", "density", "age", "age_band", "dataset"]
     keep = [c for c in keep if c in df.columns]
@@ -203,14 +203,16 @@ def level_table(df: pd.DataFrame, level: str) -> pd.DataFrame:
         out["key"] = out["image_id"]
         return out
     col = f"{level}_score"
-    keys = ["patient_id", "study_id"] + (["laterality"] if level == "breast" else [])
-    if col in base.columns and base[col].notna().all():
-        grp = base.groupby(keys, sort=True, dropna=False)
-        out = grp.agg(score=(col, "first"), label=("label", "max"), n_images=("image_id", "size"),
-                      **{c: (c, "first") for c in keep}).reset_index()
-    else:
-        out = aggregate_scores(base, level=level, score="score", truth="label", how="max", keep=keep)
-        out = out.reset_index(drop=True)
+    keys = level_keys(level)
+    # the predictions' own roll-up (constant within a breast / exam) when complete, sorted by key
+    own = col in base.columns and base[col].notna().all()
+    out = aggregate_scores(base, level=level, score=col if own else "score", truth="label", how="max",
+                           keep=keep, sort=own, missing_keys="group" if own else "raise")
+    out = out.rename(columns={col: "score"})
+    if own:
+        out["label"] = out["label"].astype(float)
+        out = out[[*keys, "score", "label", "n_images", *keep]]
+    out = out.reset_index(drop=True)
     out["key"] = out[keys].astype(str).agg("|".join, axis=1)
     return out
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammolens.data.manifest import BREAST_KEY, EXAM_KEY
+from mammolens.data.manifest import BREAST_KEY
 from mammolens.errors import ConfigError, InputError, MammolensError
 from mammolens.qc import QCIssue, QCTable
 
@@ -185,7 +185,13 @@ def score_items(
 
 
 def add_rollups(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``breast_score`` (max over the breast's images) and ``exam_score`` (max over the exam)."""
+    """Add ``breast_score`` (max over the breast's images) and ``exam_score`` (max over the exam).
+
+    The roll-up rule is :func:`mammolens.stats.levels.add_level_scores`; here the key columns
+    are written as text (a plain file has no laterality: ``""``) and the columns ordered.
+    """
+    from mammolens.stats.levels import add_level_scores
+
     df = df.copy()
     if df.empty:
         df["breast_score"] = pd.Series(dtype=float)
@@ -193,23 +199,28 @@ def add_rollups(df: pd.DataFrame) -> pd.DataFrame:
         return df[[c for c in PRED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in PRED_COLUMNS]]
     for c in BREAST_KEY:
         df[c] = df[c].fillna("").astype(str)
-    df["breast_score"] = df.groupby(BREAST_KEY, dropna=False)["score"].transform("max")
-    df["exam_score"] = df.groupby(EXAM_KEY, dropna=False)["score"].transform("max")
+    df = add_level_scores(df, score="score", how="max")
     return df[[c for c in PRED_COLUMNS if c in df.columns] + [c for c in df.columns if c not in PRED_COLUMNS]]
 
 
-def breast_table(df: pd.DataFrame) -> pd.DataFrame:
+def _level_rows(df: pd.DataFrame, level: str) -> pd.DataFrame:
+    from mammolens.stats.levels import aggregate_scores, level_keys
+
+    col = f"{level}_score"
     if df.empty:
-        return pd.DataFrame(columns=[*BREAST_KEY, "breast_score", "n_images"])
-    g = df.groupby(BREAST_KEY, dropna=False)["score"]
-    return pd.DataFrame({"breast_score": g.max(), "n_images": g.size()}).reset_index()
+        return pd.DataFrame(columns=[*level_keys(level), col, "n_images"])
+    out = aggregate_scores(df, level=level, score="score", truth=None, how="max", sort=True, missing_keys="group")
+    return out.rename(columns={"score": col})
+
+
+def breast_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per breast: key, ``breast_score`` (max over its images) and ``n_images``."""
+    return _level_rows(df, "breast")
 
 
 def exam_table(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return pd.DataFrame(columns=[*EXAM_KEY, "exam_score", "n_images"])
-    g = df.groupby(EXAM_KEY, dropna=False)["score"]
-    return pd.DataFrame({"exam_score": g.max(), "n_images": g.size()}).reset_index()
+    """One row per exam: key, ``exam_score`` (max over its images) and ``n_images``."""
+    return _level_rows(df, "exam")
 
 
 def _scan_folder(folder: Path) -> list[Path]:

@@ -25,6 +25,7 @@ from mammolens.serve.db import Database
 from mammolens.serve.models import Image, Study, utcnow
 from mammolens.serve.scoring import Scorer, heatmap_original, heatmap_peak
 from mammolens.serve.storage import Storage, digest_name
+from mammolens.stats.levels import roll_up
 
 log = logging.getLogger("mammolens.serve")
 
@@ -111,21 +112,20 @@ def score_study(
         if st is None:  # deleted while scoring
             return "deleted"
         current = set(s.scalars(select(Image.id).where(Image.study_id == study_id)).all())
-        by_breast: dict[str, float] = {}
-        for im in s.scalars(select(Image).where(Image.study_id == study_id)).all():
-            e = scored.get(im.id)
-            if e is None:
-                continue
+        images = [im for im in s.scalars(select(Image).where(Image.study_id == study_id)).all() if im.id in scored]
+        # the model's own roll-ups; where it gave none, the one rule of mammolens.stats.levels
+        by_breast, exam_score = roll_up([(im.laterality, scored[im.id]["score"]) for im in images])
+        for im in images:
+            e = scored[im.id]
             old = im.heatmap_file
             im.score = e["score"]
-            im.breast_score = e["breast_score"] if e["breast_score"] is not None else e["score"]
+            im.breast_score = e["breast_score"] if e["breast_score"] is not None else by_breast[im.laterality]
             im.heatmap_file = e["heatmap_file"]
             im.peak_x, im.peak_y = e["peak_x"], e["peak_y"]
             if old and old != im.heatmap_file:
                 storage.delete("heatmaps", old)
-            by_breast[im.laterality] = max(by_breast.get(im.laterality, 0.0), im.breast_score)
         exam_scores = [e["exam_score"] for e in scored.values() if e["exam_score"] is not None]
-        st.exam_score = max(exam_scores) if exam_scores else max(by_breast.values())
+        st.exam_score = max(exam_scores) if exam_scores else exam_score
         st.model = getattr(scorer, "name", "")[:128]
         st.error = ""
         st.scored_at = utcnow()

@@ -34,6 +34,8 @@ def aggregate_scores(
     how: str = "max",
     keys: Sequence[str] | None = None,
     keep: Sequence[str] = (),
+    sort: bool = False,
+    missing_keys: str = "raise",
 ) -> pd.DataFrame:
     """Aggregate a per-image table to one row per breast or exam.
 
@@ -54,6 +56,11 @@ def aggregate_scores(
         Override the level's key columns.
     keep : list of str
         Extra columns carried along (first value per group, e.g. ``age``, ``manufacturer``).
+    sort : bool
+        Rows sorted by the key columns (else in order of first appearance).
+    missing_keys : {"raise", "group"}
+        A row with a missing key raises :class:`StatsInputError`, or its missing values form a
+        group of their own (a predictions table of plain files has no laterality).
 
     Returns
     -------
@@ -61,6 +68,7 @@ def aggregate_scores(
         Key columns, aggregated score(s), truth, extra columns and ``n_images``.
     """
     check_choice(how, ("max", "mean"), name="how")
+    check_choice(missing_keys, ("raise", "group"), name="missing_keys")
     scores = [score] if isinstance(score, str) else list(score)
     grp = list(keys) if keys is not None else level_keys(level)
     cols = grp + scores + ([truth] if truth else []) + list(keep)
@@ -71,14 +79,14 @@ def aggregate_scores(
     if level == "image" and keys is None:
         return df[list(dict.fromkeys(cols))].reset_index(drop=True)
     missing_key = df[grp].isna().any(axis=1)
-    if missing_key.any():
+    if missing_key.any() and missing_keys == "raise":
         raise StatsInputError(f"{int(missing_key.sum())} row(s) with a missing key ({', '.join(grp)})")
     agg: dict[str, Any] = {c: how for c in scores}
     if truth:
         agg[truth] = "max"
     for c in keep:
         agg[c] = "first"
-    g = df.groupby(grp, sort=False, dropna=False)
+    g = df.groupby(grp, sort=sort, dropna=False)
     out = g.agg(agg)
     out["n_images"] = g.size()
     out = out.reset_index()
@@ -88,11 +96,39 @@ def aggregate_scores(
 
 
 def add_level_scores(df: pd.DataFrame, *, score: str = "score", how: str = "max") -> pd.DataFrame:
-    """Add ``breast_score`` and ``exam_score`` columns (the predictions table's layout)."""
+    """Add ``breast_score`` and ``exam_score`` columns (the predictions table's layout).
+
+    Every image row gets the score of its breast and of its exam (missing key values form
+    a group of their own, as in :func:`aggregate_scores` with ``missing_keys="group"``).
+    """
+    check_choice(how, ("max", "mean"), name="how")
+    check_columns(df, [*BREAST_KEY, score], what="add_level_scores")
     out = df.copy()
-    out["breast_score"] = df.groupby(list(BREAST_KEY), sort=False)[score].transform(how)
-    out["exam_score"] = df.groupby(list(EXAM_KEY), sort=False)[score].transform(how)
+    out["breast_score"] = df.groupby(list(BREAST_KEY), sort=False, dropna=False)[score].transform(how)
+    out["exam_score"] = df.groupby(list(EXAM_KEY), sort=False, dropna=False)[score].transform(how)
     return out
 
 
-__all__ = ["LEVELS", "add_level_scores", "aggregate_scores", "level_keys"]
+def roll_up(scores: Sequence[tuple[str, float]], *, how: str = "max") -> tuple[dict[str, float], float]:
+    """Breast scores and the exam score of one exam from ``(laterality, image score)`` pairs.
+
+    The same rule as :func:`aggregate_scores` for callers that hold one exam's scores in
+    hand (the service's worker) rather than a table.
+
+    Examples
+    --------
+    >>> roll_up([("L", 0.2), ("L", 0.7), ("R", 0.1)])
+    ({'L': 0.7, 'R': 0.1}, 0.7)
+    """
+    check_choice(how, ("max", "mean"), name="how")
+    if not scores:
+        raise StatsInputError("roll_up: no image scores")
+    by: dict[str, list[float]] = {}
+    for lat, s in scores:
+        by.setdefault(lat, []).append(float(s))
+    f = max if how == "max" else (lambda v: sum(v) / len(v))
+    breasts = {lat: f(v) for lat, v in by.items()}
+    return breasts, f(list(breasts.values())) if how == "max" else f([s for _, s in scores])
+
+
+__all__ = ["LEVELS", "add_level_scores", "aggregate_scores", "level_keys", "roll_up"]
