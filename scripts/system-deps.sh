@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # System packages the mammolens tests need (service tests: PostgreSQL server, Orthanc PACS
-# with its DICOMweb plugin, Chromium for the browser test). Idempotent: installs only what
+# with its DICOMweb plugin, Chromium for the browser test, the DICOM validators dciodvfy
+# (dicom3tools) and dsrdump (dcmtk) for the conformance tests). Idempotent: installs only what
 # is missing. Needs root (or passwordless sudo) when something must be installed.
 #   scripts/system-deps.sh          install what is missing
 #   scripts/system-deps.sh --check  list what is missing; exit 1 if anything is
 set -euo pipefail
 
-PACKAGES=(postgresql orthanc orthanc-dicomweb chromium)
+PACKAGES=(postgresql orthanc orthanc-dicomweb chromium dicom3tools dcmtk)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -53,7 +53,11 @@ def test_write_study_results_roundtrip(tmp_path: Path):
     assert m.value == pytest.approx(0.1)
     exam = [g for g in sr.content.get_image_measurement_groups() if g.tracking_identifier == "AI exam"]
     assert exam and exam[0].get_measurements()[0].value == pytest.approx(0.4)
-    assert exam[0].get_qualitative_evaluations()[0].value.meaning == "Yes"
+    assert exam[0].get_qualitative_evaluations()[0].value.meaning.startswith("Presentation Required")
+    # honest coding: every image has a score, a finding only at or above the operating point
+    found = [g.finding_type.meaning if g.finding_type is not None else None for g in groups]
+    assert found == [None, None, "Lesion", "Lesion"]
+    assert [g.get_measurements()[0].value for g in groups] == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
     sc = pydicom.dcmread(out["sc"][0])
     assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape == (80, 60, 3)

@@ -174,7 +174,10 @@ def write_mammogram_dicom(
     voi_lut
         Optional VOI LUT (1-D uint16, first mapped value 0) written as a VOI LUT Sequence.
     rescale
-        Optional ``(slope, intercept)`` (Rescale Slope / Intercept, type ``US``).
+        Optional ``(slope, intercept)`` (Rescale Slope / Intercept, type ``US``). The
+        Digital Mammography IOD requires them (DX Image module): pass ``(1.0, 0.0)`` for a
+        conformant file, as :func:`synthesize_cohort` does (None makes the QC fixtures of
+        files without a Modality LUT).
     presentation_intent
         ``"FOR PRESENTATION"`` (SOP class ...1.2) or ``"FOR PROCESSING"`` (...1.2.1).
     presentation_lut_shape
@@ -242,7 +245,6 @@ def write_mammogram_dicom(
     ds.StudyTime = ""
     ds.AccessionNumber = ""
     ds.Modality = modality
-    ds.ConversionType = ""
     ds.Manufacturer = manufacturer
     ds.InstitutionName = "mammolens synthetic"
     ds.ReferringPhysicianName = ""
@@ -268,15 +270,25 @@ def write_mammogram_dicom(
         ds.PatientOrientation = ["A" if laterality == "L" else "P", down]
     else:
         ds.PatientOrientation = ""
+    # image-level laterality only: the MG IOD forbids the series-level Laterality (0020,0060)
+    # when Image Laterality is present (PS3.3 C.7.3.1, C.8.11.7)
     ds.ImageLaterality = laterality
-    ds.Laterality = laterality
     ds.OrganExposed = "BREAST"
+    ds.AnatomicRegionSequence = DSequence([_code_item("76752008", "Breast")])  # CID 4013
+    # DX Image / DX Detector / Acquisition Context modules (required by the MG IOD)
+    ds.PixelIntensityRelationship = "LOG"
+    # +1: lower stored values = less X-ray intensity (dense tissue dark in the stored
+    # values, as in MONOCHROME1); -1: higher values = less intensity (MONOCHROME2)
+    ds.PixelIntensityRelationshipSign = 1 if photometric == "MONOCHROME1" else -1
+    ds.DetectorType = "DIRECT"
+    ds.AcquisitionContextSequence = DSequence([])
     ds.BurnedInAnnotation = "NO"
     ds.PresentationIntentType = intent
     if pixel_spacing:
         ds.ImagerPixelSpacing = [f"{pixel_spacing:.4f}", f"{pixel_spacing:.4f}"]
         ds.PixelSpacing = [f"{pixel_spacing:.4f}", f"{pixel_spacing:.4f}"]
         ds.PixelSpacingCalibrationType = "GEOMETRY"
+        ds.PixelSpacingCalibrationDescription = "Imager pixel spacing corrected for magnification (factor 1.0)"
         ds.EstimatedRadiographicMagnificationFactor = "1.0"
     if view in _VIEW_SCT:
         item = _code_item(*_VIEW_SCT[view])
@@ -988,7 +1000,7 @@ def _make_patient(args: tuple[Any, ...]) -> list[dict[str, str]]:
             laterality=lat, view=view, patient_id=patient_id, study_uid=study_uid, sop_uid=sop_uid,
             series_uid=series_uid, age=plan["age"], photometric=vendor.photometric, bits_stored=vendor.bits_stored,
             transfer_syntax=plan["transfer_syntax"], window=windows, window_explanations=expl,
-            voi_function=vendor.voi_function, pixel_spacing=spacing, study_date="20240101",
+            voi_function=vendor.voi_function, pixel_spacing=spacing, study_date="20240101", rescale=(1.0, 0.0),
             series_description=f"{lat} {view}", instance_number=k + 1,
             extra={"InstitutionName": f"mammolens synthetic site ({vendor.name})"},
         )

@@ -31,9 +31,6 @@ from mammolens import __version__
 from mammolens.errors import InputError
 
 NOT_CLINICAL = "NOT FOR CLINICAL USE"
-#: private coding scheme of the service's concepts (PS3.16 8.3: local coding schemes)
-SCHEME = "99MAMMOLENS"
-PROB_CODE = ("MLPROB", SCHEME, "AI probability of malignancy")
 SERIES_NUMBERS = {"sr": 9001, "sc": 9002, "seg": 9003}
 
 
@@ -79,6 +76,29 @@ def _laterality_code(lat: str):
     return {"L": codes.SCT.Left, "R": codes.SCT.Right}.get(str(lat).upper())
 
 
+def _codes() -> dict[str, Any]:
+    """The standard concepts of the report (no private codes are needed).
+
+    * DCM 111047 *Probability of cancer* -- the score (Mammography CAD SR, TID 4015);
+    * DCM 111056 *Rendering Intent*, with DCM 111150 *Presentation Required* (the score
+      passes the operating point) or DCM 111151 *Presentation Optional* -- how the
+      Mammography CAD SR (TID 4000/4001) separates the marks a CAD system asserts from
+      those below its operating point;
+    * DCM 111071 *CAD Operating Point* -- the threshold used;
+    * SCT 52988006 *Lesion* -- the finding type of an image whose score passes it.
+    """
+    from pydicom.sr.codedict import codes
+
+    return {
+        "prob": codes.DCM.ProbabilityOfCancer,
+        "intent": codes.DCM.RenderingIntent,
+        "required": codes.DCM.PresentationRequiredRenderingDeviceIsExpectedToPresent,
+        "optional": codes.DCM.PresentationOptionalRenderingDeviceMayPresent,
+        "op": codes.DCM.CADOperatingPoint,
+        "finding": codes.SCT.Lesion,
+    }
+
+
 def make_sr(
     sources: Sequence[Any],
     findings: Sequence[ImageFinding],
@@ -93,6 +113,15 @@ def make_sr(
 ):
     """A TID 1500 measurement report of the AI results (``highdicom.sr.Comprehensive3DSR``).
 
+    Every scored image gets a measurement group with its score (*Probability of cancer*)
+    and a reference to the image (a POINT at the heatmap peak when known). A *finding*
+    (finding type *Lesion*, rendering intent *Presentation Required*) is asserted only
+    when the score is at or above ``operating_point``; below it the group carries the
+    score alone (rendering intent *Presentation Optional*), as the mammography CAD SR
+    treats marks below its operating point. Without an operating point no finding is
+    asserted at all. Breast and exam groups carry the rolled-up scores the same way;
+    the exam group also records the operating point (*CAD Operating Point*).
+
     Parameters
     ----------
     sources
@@ -104,8 +133,7 @@ def make_sr(
     model_name
         Recorded as the observer device's model name.
     operating_point
-        When given, a ``Finding`` qualitative evaluation states whether the exam score is
-        at or above it (the worklist flag).
+        The threshold on the scores (the service's worklist flag), in [0, 1].
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -114,8 +142,10 @@ def make_sr(
         raise ValueError("make_sr needs the source images")
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     exam_score = _check_prob(exam_score, "exam_score")
-    prob = hd.sr.CodedConcept(*PROB_CODE)
+    op = None if operating_point is None else _check_prob(operating_point, "operating_point")
+    c = _codes()
     unit = hd.sr.CodedConcept("1", "UCUM", "no units")
+    algorithm = hd.sr.AlgorithmIdentification(name="mammolens", version=__version__, parameters=[str(model_name)[:64]])
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=hd.UID(), name="mammolens", manufacturer_name="mammolens", model_name=str(model_name)[:64]
     )
@@ -124,6 +154,18 @@ def make_sr(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device
         )
     )
+
+    def assessed(score: float) -> tuple[Any, list[Any] | None]:
+        """(finding type or None, qualitative evaluations) of one score."""
+        if op is None:
+            return None, None
+        positive = score >= op
+        intent = hd.sr.QualitativeEvaluation(name=c["intent"], value=c["required"] if positive else c["optional"])
+        return (c["finding"] if positive else None), [intent]
+
+    def score_item(score: float) -> Any:
+        return hd.sr.Measurement(name=c["prob"], value=round(score, 6), unit=unit)
+
     groups: list[Any] = []
     breast: dict[str, float] = {}
     for i, f in enumerate(findings, start=1):
@@ -137,7 +179,7 @@ def make_sr(
             breast[lat] = max(breast.get(lat, 0.0), bs)
         site = [hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=_laterality_code(lat))] if lat in ("L", "R") else None
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"AI image {i}")
-        meas = [hd.sr.Measurement(name=prob, value=round(score, 6), unit=unit)]
+        finding, quals = assessed(score)
         if f.peak is not None:
             x, y = (float(v) for v in f.peak)
             rows, cols = int(ds.Rows), int(ds.Columns)
@@ -152,46 +194,49 @@ def make_sr(
                 hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                     tracking_identifier=tracking,
                     referenced_region=region,
-                    finding_type=codes.SCT.Neoplasm,
+                    finding_type=finding,
                     finding_sites=site,
-                    measurements=meas,
-                    algorithm_id=hd.sr.AlgorithmIdentification(name="mammolens", version=__version__),
+                    measurements=[score_item(score)],
+                    qualitative_evaluations=quals,
+                    algorithm_id=algorithm,
                 )
             )
         else:
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
                     tracking_identifier=tracking,
-                    finding_type=codes.SCT.Neoplasm,
+                    finding_type=finding,
                     finding_sites=site,
-                    measurements=meas,
+                    measurements=[score_item(score)],
+                    qualitative_evaluations=quals,
+                    algorithm_id=algorithm,
                     source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)],
                 )
             )
     for lat, bs in sorted(breast.items()):
+        finding, quals = assessed(bs)
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"AI breast {lat}"),
-                finding_type=codes.SCT.Breast,
+                finding_type=finding,
                 finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Breast, laterality=_laterality_code(lat))],
-                measurements=[hd.sr.Measurement(name=prob, value=round(bs, 6), unit=unit)],
+                measurements=[score_item(bs)],
+                qualitative_evaluations=quals,
+                algorithm_id=algorithm,
             )
         )
-    quals = None
-    if operating_point is not None:
-        op = _check_prob(operating_point, "operating_point")
-        quals = [
-            hd.sr.QualitativeEvaluation(
-                name=hd.sr.CodedConcept("MLFLAG", SCHEME, f"AI score at or above operating point {op:.3f}"),
-                value=codes.SCT.Yes if exam_score >= op else codes.SCT.No,
-            )
-        ]
+    finding, quals = assessed(exam_score)
+    exam_items = [score_item(exam_score)]
+    if op is not None:
+        exam_items.append(hd.sr.Measurement(name=c["op"], value=round(op, 6), unit=unit))
     groups.append(
         hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="AI exam"),
-            finding_type=codes.SCT.Breast,
-            measurements=[hd.sr.Measurement(name=prob, value=round(exam_score, 6), unit=unit)],
+            finding_type=finding,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Breast)],
+            measurements=exam_items,
             qualitative_evaluations=quals,
+            algorithm_id=algorithm,
         )
     )
     report = hd.sr.MeasurementReport(
@@ -232,6 +277,44 @@ def _grey01(ds: Any) -> np.ndarray:
     if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
         out = 1.0 - out
     return out
+
+
+def _laterality(ds: Any) -> str:
+    """``"L"``, ``"R"`` or ``""`` (Image Laterality, else the series' Laterality)."""
+    lat = str(getattr(ds, "ImageLaterality", "") or getattr(ds, "Laterality", "") or "").upper()
+    return lat if lat in ("L", "R") else ""
+
+
+def _view(ds: Any) -> str:
+    return str(getattr(ds, "ViewPosition", "") or "").upper()
+
+
+def _orientation(ds: Any) -> tuple[str, str]:
+    """The source's Patient Orientation (the derived objects keep its pixel geometry).
+
+    A source without one gets the mammographic default for its view: the posterior
+    direction (chest wall) on the image's side facing the breast's laterality.
+    """
+    o = [str(v) for v in (getattr(ds, "PatientOrientation", None) or [])]
+    if len(o) == 2 and all(o):
+        return o[0], o[1]
+    lat = _laterality(ds)
+    return ("A" if lat != "R" else "P"), "F"
+
+
+def _source_reference(ds: Any) -> Any:
+    """A Source Image Sequence item: the image a derived object was computed from."""
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    purpose = Dataset()
+    code = codes.DCM.SourceImageForImageProcessingOperation
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item
 
 
 def _check_heatmap(heat: np.ndarray, ds: Any) -> np.ndarray:
@@ -286,10 +369,8 @@ def make_heatmap_secondary_capture(
 
     heat = _check_heatmap(heatmap, source)
     rgb = blend_heatmap(_grey01(source), heat, opacity=opacity)
-    orientation = list(getattr(source, "PatientOrientation", []) or [])
-    if len(orientation) != 2 or not all(orientation):
-        orientation = ["A", "F"]
-    lat = str(getattr(source, "ImageLaterality", "") or getattr(source, "Laterality", "") or "")
+    lat = _laterality(source)
+    view = _view(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         source,
         pixel_array=rgb,
@@ -301,11 +382,14 @@ def make_heatmap_secondary_capture(
         series_number=series_number,
         instance_number=instance_number,
         manufacturer="mammolens",
-        patient_orientation=tuple(orientation),
-        laterality=lat if lat in ("L", "R") else None,
-        series_description=series_description("heatmap overlay"),
+        patient_orientation=_orientation(source),
+        # series-level laterality: each overlay is its own series (one per source image),
+        # so the series' laterality is the image's and never contradicts a sibling's
+        laterality=lat or None,
+        series_description=series_description(f"heatmap {lat} {view}".replace("  ", " ").strip()),
     )
     sc.DerivationDescription = f"AI heatmap blended over the source image; {NOT_CLINICAL}"
+    sc.SourceImageSequence = [_source_reference(source)]
     sc.BurnedInAnnotation = "NO"
     return sc
 
@@ -362,6 +446,9 @@ def make_heatmap_segmentation(
         series_description=series_description("heatmap segmentation"),
         max_fractional_value=255,
     )
+    # General Image: Patient Orientation is Type 2C, required without an Image
+    # Orientation (Patient), as for a projection image's segmentation (PS3.3 C.7.6.1)
+    seg.PatientOrientation = list(_orientation(source))
     return seg
 
 
@@ -418,12 +505,16 @@ def write_study_results(
     p = out / f"{sr.SOPInstanceUID}.dcm"
     sr.save_as(p)
     written["sr"].append(p)
-    sc_series, seg_series = hd.UID(), hd.UID()
+    seg_series = hd.UID()
     for n, (im, ds) in enumerate(zip(images, sources, strict=True), start=1):
         if im.heatmap is None:
             continue
         if secondary_capture:
-            sc = make_heatmap_secondary_capture(ds, im.heatmap, series_instance_uid=sc_series, instance_number=n)
+            # one series per overlay: an SC image has only the series-level Laterality,
+            # so a series shared by both breasts' overlays would contradict itself
+            sc = make_heatmap_secondary_capture(
+                ds, im.heatmap, series_instance_uid=hd.UID(), series_number=SERIES_NUMBERS["sc"] * 10 + n, instance_number=1
+            )
             p = out / f"{sc.SOPInstanceUID}.dcm"
             sc.save_as(p)
             written["sc"].append(p)
