@@ -70,7 +70,8 @@ def test_pool_survives_dead_workers_and_processes_every_good_item(behave, worker
     assert "PanicException" in by["panic"].reason and "ValueError" in by["value"].reason
     assert "status 7" in by["exit"].reason
     assert all(isinstance(by[b], InputError) and by[b].path == b for b in bad)
-    assert restarts == 3  # one replacement per dead worker (abort, segv, exit)
+    # one replacement per break; with 2 workers abort and segv may die in the same break
+    assert restarts == 3 if workers == 1 else 2 <= restarts <= 3
 
 
 def test_pool_times_out_a_hung_item_and_reruns_the_others(behave):
