@@ -110,3 +110,27 @@ def test_pointing_tolerance_counts_near_misses_only():
     assert (hr.k, hr.n) == (1, 2)
     with pytest.raises(StatsInputError, match="tolerance"):
         pointing_hit(near, mask, tolerance=-1.0)
+
+
+def test_score_localization_summarises_the_per_image_metrics():
+    import numpy as np
+
+    from mammolens.stats import dice, iou, pointing_hit, score_localization
+
+    rng = np.random.default_rng(0)
+    heats, masks = [], []
+    for _ in range(5):
+        h = rng.random((20, 16))
+        m = np.zeros((20, 16), bool)
+        m[5:10, 4:9] = True
+        heats.append(h)
+        masks.append(m)
+    res = score_localization(heats, masks, threshold=0.6, tolerance=1.0)
+    d = [dice(h, m, threshold=0.6) for h, m in zip(heats, masks, strict=True)]
+    assert res.n_images == 5 and res.dice_mean == pytest.approx(np.mean(d))
+    assert res.dice_median == pytest.approx(np.median(d))
+    assert res.iou_mean == pytest.approx(np.mean([iou(h, m, threshold=0.6) for h, m in zip(heats, masks, strict=True)]))
+    assert res.hit_rate.k == sum(pointing_hit(h, m, tolerance=1.0) for h, m in zip(heats, masks, strict=True))
+    assert set(res.to_dict()) >= {"hit_rate", "dice", "iou_mean", "froc", "per_image"}
+    with pytest.raises(StatsInputError):
+        score_localization([], [])

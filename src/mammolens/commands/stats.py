@@ -409,15 +409,12 @@ def localization(
     Example: [bold]mammolens stats localization preds.csv --manifest manifest.csv --kind localization[/]
     """
     with cli_errors():
-        import numpy as np
 
         from mammolens.commands._common import exit_with
-        from mammolens.data.heatmap_io import load_heatmap
-        from mammolens.data.lesions import MASK_MALIGNANT, parse_lesions, rasterize_lesions
+        from mammolens.data.heatmap_io import heatmap_and_lesion_mask
         from mammolens.errors import EXIT_REJECTED
-        from mammolens.stats import froc, hit_rate, pointing_hit
-        from mammolens.stats.localization import dice as dice_fn
-        from mammolens.stats.localization import iou as iou_fn
+        from mammolens.stats import score_localization
+        from mammolens.stats._validate import StatsInputError
 
         preds = read_table(predictions)
         man = read_table(manifest)
@@ -425,7 +422,7 @@ def localization(
         _need(man, ["image_id", "lesions", "label"], manifest)
         m = man[["image_id", "lesions", "label"]].merge(preds[["image_id", heatmap_col]], on="image_id", how="inner")
         m = m[(m["label"].astype(str).isin(["1", "1.0", "True"])) & m["lesions"].notna() & (m["lesions"].astype(str).str.strip() != "")]
-        hms, masks, rows, skipped = [], [], [], []
+        hms, masks, ids, skipped = [], [], [], []
         for r in m.itertuples(index=False):
             hp = getattr(r, heatmap_col)
             try:
@@ -434,33 +431,24 @@ def localization(
                 path = Path(hp)
                 if not path.is_absolute():
                     path = predictions.parent / path
-                hm, _ = load_heatmap(path, kind, geometry="original")
-                les = [le for le in parse_lesions(r.lesions) if le.pathology == "malignant"]
-                if not les:
+                hm, mask, _ = heatmap_and_lesion_mask(path, r.lesions, kind=kind, base_dir=manifest.parent)
+                if mask is None:
                     continue
-                mask = rasterize_lesions(les, hm.shape, base_dir=manifest.parent) == MASK_MALIGNANT
-                if not mask.any():
-                    raise ValueError("lesions rasterise to an empty mask")
             except Exception as e:  # noqa: BLE001 - one bad image must not stop the others
                 skipped.append({"image_id": r.image_id, "reason": f"{type(e).__name__}: {e}"})
                 continue
             hms.append(hm)
             masks.append(mask)
-            rows.append({
-                "image_id": r.image_id, "hit": pointing_hit(hm, mask, tolerance=tolerance),
-                "dice": dice_fn(hm, mask, threshold=threshold), "iou": iou_fn(hm, mask, threshold=threshold),
-            })
-        from mammolens.stats._validate import StatsInputError
-
-        if not rows:
+            ids.append(r.image_id)
+        if not ids:
             raise StatsInputError(f"{predictions}: no malignant image with annotated lesions and a readable heatmap")
-        hr = hit_rate(hms, masks, tolerance=tolerance)
-        fr = froc(hms, masks)
+        res = score_localization(hms, masks, threshold=threshold, tolerance=tolerance)
+        hr, fr = res.hit_rate, res.froc
+        rows = [{"image_id": i, **x} for i, x in zip(ids, res.per_image, strict=True)]
         d = {
-            "kind": kind, "threshold": threshold, "tolerance": tolerance, "n_images": len(rows),
+            "kind": kind, "threshold": threshold, "tolerance": tolerance, "n_images": res.n_images,
             "hit_rate": hr.value, "hit_rate_ci_low": hr.ci_low, "hit_rate_ci_high": hr.ci_high,
-            "dice_mean": float(np.mean([x["dice"] for x in rows])), "dice_median": float(np.median([x["dice"] for x in rows])),
-            "iou_mean": float(np.mean([x["iou"] for x in rows])),
+            "dice_mean": res.dice_mean, "dice_median": res.dice_median, "iou_mean": res.iou_mean,
             "froc": {"sensitivity_at_fps": {f"{k:g}": v for k, v in fr.at_fps.items()}, "cpm": fr.cpm, "n_lesions": fr.n_lesions},
             "per_image": rows, "skipped": skipped,
         }

@@ -9,6 +9,7 @@ them back onto the original image.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +49,57 @@ def load_heatmap(
 def heatmap_kinds(path: str | Path) -> list[str]:
     with np.load(path, allow_pickle=False) as z:
         return [f for f in z.files if f != "transform"]
+
+
+#: the kind used when none is asked for: the first of these the file holds
+KIND_PREFERENCE = ("localization", "attention", "gradcam")
+
+
+def choose_kind(path: str | Path, kind: str | None = None) -> str:
+    """``kind`` when the file holds it, else (``kind=None``) the preferred kind it holds.
+
+    Raises
+    ------
+    KeyError
+        The file has no such map (or none at all).
+    """
+    kinds = heatmap_kinds(path)
+    if kind is None:
+        kind = next((k for k in KIND_PREFERENCE if k in kinds), kinds[0] if kinds else None)
+    if kind is None or kind not in kinds:
+        raise KeyError(f"{path}: heatmap file has no {kind!r} map (has {kinds})")
+    return kind
+
+
+def heatmap_and_lesion_mask(
+    path: str | Path, lesions: Any, *, kind: str | None = None, base_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """One image's heatmap and malignant-lesion mask, both in ORIGINAL image geometry.
+
+    What localisation is scored on (``mammolens stats localization`` and ``evaluate``):
+    the heatmap mapped back with its transform, the lesions (manifest JSON, original pixel
+    coordinates) rasterised on the same grid.
+
+    Returns
+    -------
+    heatmap, mask, kind
+        ``mask`` is boolean, or ``None`` when the image has no malignant lesion.
+
+    Raises
+    ------
+    KeyError
+        No such heatmap kind in the file.
+    ValueError
+        The lesions cannot be parsed, or malignant lesions rasterise to an empty mask.
+    """
+    from mammolens.data.lesions import MASK_MALIGNANT, parse_lesions, rasterize_lesions
+
+    kind = choose_kind(path, kind)
+    hm, _ = load_heatmap(path, kind, geometry="original")
+    les = [le for le in parse_lesions(lesions) if le.pathology == "malignant"]
+    if not les:
+        return hm, None, kind
+    mask = rasterize_lesions(les, hm.shape, base_dir=base_dir) == MASK_MALIGNANT
+    if not mask.any():
+        raise ValueError("lesions rasterise to an empty mask")
+    return hm, mask, kind

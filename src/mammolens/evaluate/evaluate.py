@@ -713,13 +713,13 @@ def reader_section(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], *, src: s
 
 # ----------------------------------------------------------------------------- interpretability
 def _heatmap_array(path: str, kind: str | None) -> tuple[np.ndarray, Any, str]:
-    from mammolens.data.heatmap_io import heatmap_kinds, load_heatmap
+    """A heatmap in cache geometry for the gallery's thumbnails (localisation is scored in original)."""
+    from mammolens.data.heatmap_io import choose_kind, load_heatmap
 
-    kinds = heatmap_kinds(path)
-    if kind is None:
-        kind = next((k for k in ("localization", "attention", "gradcam") if k in kinds), kinds[0] if kinds else None)
-    if kind is None or kind not in kinds:
-        raise EvaluationError(f"{path}: heatmap file has no {kind!r} map (has {kinds})")
+    try:
+        kind = choose_kind(path, kind)
+    except KeyError as e:
+        raise EvaluationError(str(e).strip("'\"")) from None
     arr, tf = load_heatmap(path, kind, geometry="cache")
     return arr, tf, kind
 
@@ -737,17 +737,18 @@ def _lesion_mask(lesions: str, tf: Any, base_dir: Path | None) -> np.ndarray | N
     return m if m.any() else None
 
 
-def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path | None) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Pointing-game hit rate and Dice of the heatmaps of malignant images with annotations.
+def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path | None,
+                         threshold: float = 0.5) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Pointing-game hit rate, Dice, IoU and FROC of the heatmaps of malignant images with annotations.
 
-    The heatmap is binarised at half its maximum for Dice (a common convention for
-    saliency maps); a hit is the heatmap's maximum falling inside an annotated malignant
-    lesion (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
+    Scored by :func:`mammolens.stats.localization.score_localization` in ORIGINAL image
+    geometry, as ``mammolens stats localization`` does (same inputs, same numbers); a hit is
+    the heatmap's maximum falling inside an annotated malignant lesion (Zhang et al. 2018,
+    "Top-down neural attention by excitation backprop"); Dice binarises ``heatmap >= threshold``.
     """
-    from mammolens.stats.localization import dice as dice_fn
-    from mammolens.stats.localization import hit_rate, pointing_hit
+    from mammolens.data.heatmap_io import heatmap_and_lesion_mask
+    from mammolens.stats.localization import score_localization
 
-    rows = []
     used_kind = kind
     pos = img[(img["label"] == 1)]
     if "heatmap" not in pos.columns:
@@ -755,37 +756,44 @@ def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path 
     n_no_heat = n_no_lesion = 0
     heats: list[np.ndarray] = []
     masks: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
     for r in pos.itertuples(index=False):
         hp = getattr(r, "heatmap", "")
         if not isinstance(hp, str) or not hp or not Path(hp).exists():
             n_no_heat += 1
             continue
-        heat, tf, used_kind = _heatmap_array(hp, kind)
-        mask = _lesion_mask(getattr(r, "lesions", ""), tf, base_dir)
+        try:
+            heat, mask, used_kind = heatmap_and_lesion_mask(hp, getattr(r, "lesions", ""), kind=kind, base_dir=base_dir)
+        except KeyError as e:
+            raise EvaluationError(str(e).strip("'\"")) from None
+        except (ValueError, TypeError):  # unreadable or empty annotation: nothing to score against
+            mask = None
         if mask is None:
             n_no_lesion += 1
             continue
-        hit = bool(pointing_hit(heat, mask))
-        mx = float(heat.max())
-        dsc = _f(dice_fn(heat / mx, mask, threshold=0.5)) if mx > 0 else 0.0
         heats.append(heat)
         masks.append(mask)
-        rows.append({"image_id": r.image_id, "score": r.score, "hit": int(hit), "dice": dsc})
-    table = pd.DataFrame(rows, columns=["image_id", "score", "hit", "dice"])
-    if table.empty:
+        rows.append({"image_id": r.image_id, "score": r.score})
+    if not rows:
         return {"skipped": "no malignant image with both a heatmap and an annotated lesion",
-                "n_without_heatmap": n_no_heat, "n_without_lesion": n_no_lesion}, table
-    hr = _d(hit_rate(heats, masks))
-    dv = table["dice"].dropna().to_numpy(float)
-    q = np.quantile(dv, [0.25, 0.5, 0.75]) if len(dv) else [np.nan] * 3
+                "n_without_heatmap": n_no_heat, "n_without_lesion": n_no_lesion}, pd.DataFrame(
+                    columns=["image_id", "score", "hit", "dice", "iou"])
+    res = score_localization(heats, masks, threshold=threshold)
+    table = pd.DataFrame([{**r, "hit": int(x["hit"]), "dice": x["dice"], "iou": x["iou"]}
+                          for r, x in zip(rows, res.per_image, strict=True)],
+                         columns=["image_id", "score", "hit", "dice", "iou"])
     return {
         "heatmap_kind": used_kind,
-        "n_images": int(len(table)),
+        "geometry": "original",
+        "n_images": res.n_images,
         "n_without_heatmap": n_no_heat,
         "n_without_lesion": n_no_lesion,
-        "hit_rate": hr,
-        "dice": {"mean": _f(dv.mean()) if len(dv) else None, "median": _f(q[1]), "q1": _f(q[0]), "q3": _f(q[2])},
-        "dice_threshold": "half of the heatmap maximum",
+        "hit_rate": _d(res.hit_rate),
+        "dice": {"mean": _f(res.dice_mean), "median": _f(res.dice_median), "q1": _f(res.dice_q1), "q3": _f(res.dice_q3)},
+        "dice_threshold": res.threshold,
+        "iou_mean": _f(res.iou_mean),
+        "froc": {"sensitivity_at_fps": {f"{k:g}": v for k, v in res.froc.at_fps.items()}, "cpm": res.froc.cpm,
+                 "n_lesions": res.froc.n_lesions},
     }, table
 
 

@@ -15,6 +15,7 @@ from mammolens.stats._validate import StatsInputError
 from mammolens.stats.levels import LEVELS, add_level_scores, aggregate_scores, level_keys
 from mammolens.stats.localization import (
     FROCResult,
+    LocalizationResult,
     choose_threshold,
     dice,
     froc,
@@ -22,6 +23,7 @@ from mammolens.stats.localization import (
     iou,
     local_maxima,
     pointing_hit,
+    score_localization,
 )
 from mammolens.stats.mcnemar import McNemarResult, mcnemar_from_counts, mcnemar_test
 from mammolens.stats.mrmc import AIvsReadersResult, MRMCResult, ai_vs_readers, mrmc
@@ -67,10 +69,12 @@ __all__ = [
     "aggregate_scores",
     "level_keys",
     "FROCResult",
+    "LocalizationResult",
     "choose_threshold",
     "dice",
     "froc",
     "hit_rate",
+    "score_localization",
     "iou",
     "local_maxima",
     "pointing_hit",

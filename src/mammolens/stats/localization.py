@@ -7,6 +7,9 @@ in pixels.
 * Pointing game: a hit when the heatmap's maximum lies inside the lesion. With tied
   maxima the first in row-major order counts (``numpy.argmax``).
 * Dice / IoU: the heatmap is binarised as ``heatmap >= threshold``. Two empty masks give 1.
+* One scorer, :func:`score_localization`, gives all of the above for a set of images;
+  ``mammolens stats localization`` and ``mammolens evaluate`` both call it, with heatmaps
+  and masks in the ORIGINAL image geometry, so both report the same numbers.
 * FROC: candidates are the heatmap's local maxima (``maximum_filter`` with
   ``min_distance``, values > ``min_value``), or given directly as ``(row, col, score)``.
   A candidate is a true positive when it falls inside a lesion (mask component or
@@ -268,3 +271,82 @@ def froc(
         at[float(f)] = float(y[ok].max()) if ok.any() else 0.0
     cpm = float(np.mean(list(at.values()))) if at else float("nan")
     return FROCResult(x, y, thr, at, cpm, n_img, n_les)
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Localisation of lesions by heatmaps over a set of images (:func:`score_localization`)."""
+
+    n_images: int
+    threshold: float
+    tolerance: float
+    hit_rate: Proportion
+    dice_mean: float
+    dice_median: float
+    dice_q1: float
+    dice_q3: float
+    iou_mean: float
+    froc: FROCResult
+    per_image: list[dict[str, Any]]  # hit (bool), dice, iou, in input order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_images": self.n_images, "threshold": self.threshold, "tolerance": self.tolerance,
+            "hit_rate": self.hit_rate.to_dict(),
+            "dice": {"mean": self.dice_mean, "median": self.dice_median, "q1": self.dice_q1, "q3": self.dice_q3},
+            "iou_mean": self.iou_mean, "froc": self.froc.to_dict(), "per_image": list(self.per_image),
+        }
+
+
+def score_localization(
+    heatmaps: Sequence[Any],
+    masks: Sequence[Any],
+    *,
+    threshold: float = 0.5,
+    tolerance: float = 0.0,
+    fps: Sequence[float] = DEFAULT_FPS,
+    ci: str = "wilson",
+    alpha: float = 0.05,
+) -> LocalizationResult:
+    """Pointing game, Dice, IoU and FROC of heatmaps against lesion masks, image by image.
+
+    Parameters
+    ----------
+    heatmaps, masks : list of 2-D arrays
+        Per image, a heatmap in [0, 1] and its lesion mask, in the same geometry. Callers in
+        mammolens pass the ORIGINAL image geometry (heatmaps mapped back with their
+        transform, lesions rasterised on the original pixel grid), so numbers do not depend
+        on the cache size the model ran at.
+    threshold : float
+        Dice / IoU binarise ``heatmap >= threshold``. The default 0.5 is the decision
+        threshold of the localisation map (a per-pixel probability) and half the maximum
+        of the attention and Grad-CAM maps (saved normalised to a maximum of 1).
+    tolerance : float
+        Pointing-game tolerance in pixels (:func:`pointing_hit`).
+    fps : list of float
+        False positives per image at which FROC sensitivity is reported.
+
+    Returns
+    -------
+    LocalizationResult
+    """
+    if len(heatmaps) != len(masks):
+        raise StatsInputError(f"{len(heatmaps)} heatmaps but {len(masks)} masks")
+    if not len(heatmaps):
+        raise StatsInputError("score_localization: no images")
+    if not np.isfinite(threshold):
+        raise StatsInputError(f"threshold must be finite, got {threshold!r}")
+    per_image = [
+        {"hit": pointing_hit(h, m, tolerance=tolerance), "dice": dice(h, m, threshold=threshold),
+         "iou": iou(h, m, threshold=threshold)}
+        for h, m in zip(heatmaps, masks, strict=True)
+    ]
+    d = np.array([r["dice"] for r in per_image], dtype=float)
+    q1, med, q3 = (float(v) for v in np.quantile(d, [0.25, 0.5, 0.75]))
+    return LocalizationResult(
+        n_images=len(per_image), threshold=float(threshold), tolerance=float(tolerance),
+        hit_rate=proportion_ci(sum(r["hit"] for r in per_image), len(per_image), method=ci, alpha=alpha),
+        dice_mean=float(d.mean()), dice_median=med, dice_q1=q1, dice_q3=q3,
+        iou_mean=float(np.mean([r["iou"] for r in per_image])),
+        froc=froc(heatmaps, masks, fps=fps), per_image=per_image,
+    )
