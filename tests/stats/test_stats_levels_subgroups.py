@@ -105,3 +105,55 @@ def test_small_and_single_class_groups_warn_not_crash():
 def test_cochran_q_identical_groups():
     q, dof, p = cochran_q([0.8, 0.8, 0.8], [0.02, 0.03, 0.04])
     assert q == pytest.approx(0.0) and dof == 2 and p == pytest.approx(1.0)
+
+
+def test_zero_variance_group_stays_in_cochran_q():
+    """A perfectly separated group (AUC 1, DeLong SE 0) is in the test, corrected, and said so."""
+    from mammolens.stats import hanley_mcneil_se
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for grp, n in (("A", 60), ("B", 60), ("C", 24)):
+        y = np.array([0, 1] * (n // 2))
+        s = rng.normal(size=n) + 1.0 * y
+        if grp == "C":
+            s = y + rng.uniform(0, 0.5, n)  # perfect separation
+        rows.append(pd.DataFrame({"y": y, "s": s, "g": grp}))
+    df = pd.concat(rows, ignore_index=True)
+    r = subgroup_analysis(df, truth="y", score="s", by="g")
+    t = r.table.set_index("group")
+    assert t.loc["C", "auc"] == 1.0 and t.loc["C", "se"] == 0.0
+    assert r.df == 2  # three groups, not two
+    assert bool(t["in_q"].all())
+    pairs = 12 * 12
+    a_cc = (pairs + 0.5) / (pairs + 1)
+    assert t.loc["C", "auc_q"] == pytest.approx(a_cc)
+    assert t.loc["C", "se_q"] == pytest.approx(hanley_mcneil_se(a_cc, 12, 12))
+    q, dof, p = cochran_q(t["auc_q"], t["se_q"])
+    assert r.q == pytest.approx(q) and dof == 2
+    d = r.to_dict()["heterogeneity"]
+    assert [c["group"] for c in d["corrected"]] == ["C"] and d["n_groups_tested"] == 3
+    assert any("zero DeLong variance" in w for w in r.warnings)
+
+
+def test_excluded_groups_are_listed():
+    df = pd.DataFrame({"y": [0, 1] * 20 + [0, 0, 0], "s": np.linspace(0, 1, 43), "site": ["A"] * 40 + ["B"] * 3})
+    d = subgroup_analysis(df, truth="y", score="s", by="site").to_dict()["heterogeneity"]
+    assert d["excluded"] == [{"group": "B", "reason": "single class", "n": 3, "n_pos": 0, "n_neg": 3}]
+
+
+def test_cochran_q_refuses_zero_se():
+    with pytest.raises(StatsInputError, match="without a finite positive standard error"):
+        cochran_q([0.8, 1.0, 0.7], [0.05, 0.0, 0.04])
+
+
+def test_hanley_mcneil_se_matches_formula():
+    from mammolens.stats import hanley_mcneil_se
+
+    a, n1, n0 = 0.8, 30, 50
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    ref = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    assert hanley_mcneil_se(a, n1, n0) == pytest.approx(ref)
+    assert hanley_mcneil_se(1.0, n1, n0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(StatsInputError):
+        hanley_mcneil_se(1.2, n1, n0)

@@ -23,17 +23,24 @@ def evaluate(
     heatmap_kind: str | None = typer.Option(None, "--heatmap-kind", help="Heatmap to score: localization (default when present), attention or gradcam."),
     gallery: int = typer.Option(4, "--gallery", min=0, help="Examples per gallery row (true positives, false negatives, false positives)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the ROC-band bootstrap."),
+    score: str = typer.Option("score", "--score", help="Score column of PREDICTIONS (external CSVs often call it malignant or prob)."),
+    compare_score: str | None = typer.Option(None, "--compare-score", help="Score column of --compare (default: the --score column)."),
+    require_complete: bool = typer.Option(False, "--require-complete", help="Exit with an error when some images of the split have no prediction (default: evaluate the predicted ones and warn)."),
     json_out: bool = typer.Option(False, "--json", help="Print the headline numbers as JSON to stdout."),
 ) -> None:
     """Evaluate predictions: AUC with DeLong CIs, operating point, subgroups, comparison, reader study, report.
 
     The operating point is chosen on the validation split (--val-split) and applied to the
     evaluated split. Writes OUT/results.json, OUT/tables/*.csv, OUT/figures/*.png|svg,
-    OUT/model_card.md and a self-contained OUT/report.html.
+    OUT/model_card.md and a self-contained OUT/report.html. Manifest images of the split
+    without a prediction are left out with a warning (an error with --require-complete);
+    nothing is written when an input is refused.
 
     Example:
 
         mammolens evaluate preds/attention.csv --manifest data/manifest.csv --out eval/ --compare preds/baseline.csv --reads reads.csv
+
+        mammolens evaluate their_model.csv --score malignant --require-complete --manifest data/manifest.csv --out eval_theirs/
     """
     from mammolens.errors import EXIT_USAGE
 
@@ -48,7 +55,10 @@ def evaluate(
                 predictions, manifest, out, compare=compare, reads=reads, split=split, val_split=val_split,
                 qc=qc or None, level=level, run=run, heatmap_kind=heatmap_kind, gallery_size=gallery, seed=seed,
                 on_step=lambda s: status.update(f"evaluate: {s}"),
+                score=score, compare_score=compare_score, require_complete=require_complete,
             )
+    for w in res.results.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
     head = res.headline()
     if json_out:
         emit_json(head)

@@ -306,8 +306,12 @@ def subgroups(
             )
             results.append(r)
             if not json_out:
-                out.print(_df_table(f"AUC by {col}", r.table.drop(columns=["se"])))
+                out.print(_df_table(f"AUC by {col}", r.table.drop(columns=["se", "auc_q", "se_q"])))
                 out.print(f"Cochran Q = {_fmt(r.q)}, df = {r.df}, p = {_fmt(r.p)}")
+                for c in r.corrected:
+                    out.print(f"  {c['group']}: in Q with a continuity correction (AUC {c['auc_used']:.4f}, SE {c['se_used']:.4f}): zero DeLong variance")
+                for e in r.excluded:
+                    out.print(f"  {e['group']}: not in Q ({e['reason']})")
             for w in r.warnings:
                 console.print(f"[yellow]warning:[/] {w}")
         if json_out:

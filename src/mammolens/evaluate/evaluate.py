@@ -132,16 +132,31 @@ def _read_table(path_or_df: str | Path | pd.DataFrame, *, what: str) -> tuple[pd
     return df, str(p)
 
 
-def load_predictions(path_or_df: str | Path | pd.DataFrame, *, what: str = "predictions") -> tuple[pd.DataFrame, str]:
+def load_predictions(
+    path_or_df: str | Path | pd.DataFrame, *, what: str = "predictions", score: str = "score"
+) -> tuple[pd.DataFrame, str]:
     """Read and validate an image-level predictions table (CSV/Parquet or a DataFrame).
 
-    Required columns: ``image_id``, ``score`` (finite numbers). Optional: ``breast_score``,
-    ``exam_score``, ``heatmap``, ``overlay``, ``model``, ``split``.
+    Required columns: ``image_id`` and the score column (finite numbers; ``score`` unless
+    ``score`` names another column, e.g. ``malignant`` or ``prob`` of an external model's
+    CSV). Optional: ``breast_score``, ``exam_score``, ``heatmap``, ``overlay``, ``model``,
+    ``split``. The chosen column is returned as ``score``; with a column other than
+    ``score`` the table's own ``breast_score`` / ``exam_score`` roll-ups (of some other
+    score) are dropped, and breast/exam scores are the maximum over images.
     """
     df, src = _read_table(path_or_df, what=what)
+    if score != "score":
+        if score not in df.columns:
+            raise EvaluationError(f"{src}: {what} have no score column {score!r} (have {list(df.columns)})")
+        df = df.drop(columns=[c for c in ("score", "breast_score", "exam_score") if c in df.columns])
+        df = df.rename(columns={score: "score"})
     missing = [c for c in PREDICTION_REQUIRED if c not in df.columns]
     if missing:
-        raise EvaluationError(f"{src}: {what} lack required column(s) {missing} (have {list(df.columns)})")
+        hint = ""
+        if "score" in missing:
+            cands = [c for c in df.columns if c.lower() in ("malignant", "prob", "probability", "p_malignant", "malignancy", "pred", "prediction")]
+            hint = f"; name the score column with --score COL{f' (e.g. --score {cands[0]})' if cands else ''}"
+        raise EvaluationError(f"{src}: {what} lack required column(s) {missing} (have {list(df.columns)}){hint}")
     df["image_id"] = df["image_id"].astype(str).str.strip()
     if df["image_id"].duplicated().any():
         dup = df.loc[df["image_id"].duplicated(), "image_id"].unique()[:5].tolist()
@@ -150,10 +165,11 @@ def load_predictions(path_or_df: str | Path | pd.DataFrame, *, what: str = "pred
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     bad = ~np.isfinite(df["score"].to_numpy(dtype=float))
+    col = f"score column {score!r}" if score != "score" else "score"
     if bad.all():
-        raise EvaluationError(f"{src}: no finite score in {what}")
+        raise EvaluationError(f"{src}: no finite {col} in {what}")
     if bad.any():
-        raise EvaluationError(f"{src}: {int(bad.sum())} {what} row(s) with a missing or non-numeric score")
+        raise EvaluationError(f"{src}: {int(bad.sum())} {what} row(s) with a missing or non-numeric {col}")
     return df, src
 
 
@@ -586,10 +602,16 @@ def subgroup_section(tab: pd.DataFrame, *, variables: Sequence[str] = SUBGROUP_V
         res = _subgroups(t, var)
         out[var] = res
         for g in res.get("groups", []):
-            rows.append({"variable": var, "subgroup": str(g.get("group", g.get("value"))), "n": g.get("n"),
+            grp = str(g.get("group", g.get("value")))
+            note = g.get("note", "")
+            corrected = {str(c["group"]) for c in (res.get("heterogeneity") or {}).get("corrected", [])}
+            if grp in corrected:
+                note = "zero SE: continuity-corrected in Cochran's Q"
+            rows.append({"variable": var, "subgroup": grp, "n": g.get("n"),
                          "n_pos": g.get("n_pos"), "auc": _f(g.get("auc")), "ci_low": _f(g.get("ci_low")),
-                         "ci_high": _f(g.get("ci_high")), "note": g.get("note", "")})
-    return out, pd.DataFrame(rows, columns=["variable", "subgroup", "n", "n_pos", "auc", "ci_low", "ci_high", "note"])
+                         "ci_high": _f(g.get("ci_high")), "in_heterogeneity_test": bool(g.get("in_q", False)), "note": note})
+    return out, pd.DataFrame(rows, columns=["variable", "subgroup", "n", "n_pos", "auc", "ci_low", "ci_high",
+                                            "in_heterogeneity_test", "note"])
 
 
 def load_reads(path_or_df: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -910,6 +932,22 @@ def _level_tabs(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {lv: _labelled(level_table(d, lv)) for lv in LEVELS}
 
 
+def _completeness(man: pd.DataFrame, ev: pd.DataFrame, *, split: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Which manifest images of ``split`` have no prediction (counts and the list)."""
+    in_split = man[man["split"] == split]
+    missing = in_split[~in_split["image_id"].isin(set(ev["image_id"]))]
+    cols = [c for c in ("image_id", "patient_id", "study_id", "laterality", "view", "label", "path") if c in missing.columns]
+    lab = pd.to_numeric(missing["label"], errors="coerce") if "label" in missing.columns else pd.Series(dtype=float)
+    info = {
+        "n_expected": int(len(in_split)),
+        "n_predicted": int(len(in_split) - len(missing)),
+        "n_missing": int(len(missing)),
+        "n_missing_malignant": int((lab == 1).sum()),
+        "complete": bool(missing.empty),
+    }
+    return info, missing[cols].reset_index(drop=True)
+
+
 def _split_rows(joined: pd.DataFrame, split: str, src: str) -> pd.DataFrame:
     d = joined[joined["split"] == split]
     if d.empty:
@@ -936,6 +974,9 @@ def evaluate(
     title: str | None = None,
     svg: bool = True,
     on_step: Callable[[str], None] | None = None,
+    score: str = "score",
+    compare_score: str | None = None,
+    require_complete: bool = False,
 ) -> EvaluationResult:
     """Evaluate predictions on one split and write results.json, tables/, figures/, report.html.
 
@@ -972,11 +1013,81 @@ def evaluate(
         Also write every figure as SVG (vector, for papers).
     on_step
         Called with the name of each section as it starts (progress display).
+    score
+        Score column of ``predictions`` (default ``score``; external CSVs often call it
+        ``malignant`` or ``prob``).
+    compare_score
+        Score column of ``compare`` (default: the same as ``score``).
+    require_complete
+        Refuse (raise :class:`EvaluationError`) when some manifest images of ``split`` have
+        no prediction; by default they are left out with a warning in ``results.json``,
+        the report and on the console.
 
     Returns
     -------
     EvaluationResult
+
+    Notes
+    -----
+    Nothing is written for a refused input: the outputs are built in a temporary folder
+    and moved into ``out`` only when the whole evaluation succeeded (``out/tables`` and
+    ``out/figures`` are then replaced, so no stale figure of an earlier run remains).
     """
+    import shutil
+    import tempfile
+
+    final_out = Path(out)
+    if final_out.exists() and not final_out.is_dir():
+        raise EvaluationError(f"{final_out}: output path exists and is not a folder")
+    stage = Path(tempfile.mkdtemp(prefix="mammolens-evaluate-"))
+    try:
+        res = _evaluate_into(
+            stage, predictions, manifest, compare=compare, reads=reads, split=split, val_split=val_split, qc=qc,
+            level=level, run=run, heatmap_kind=heatmap_kind, gallery_size=gallery_size, seed=seed, title=title,
+            svg=svg, on_step=on_step, score=score, compare_score=compare_score, require_complete=require_complete,
+        )
+        final_out.mkdir(parents=True, exist_ok=True)
+        for name in ("tables", "figures"):
+            if (final_out / name).is_dir():
+                shutil.rmtree(final_out / name)
+        for item in sorted(stage.iterdir()):
+            target = final_out / item.name
+            if target.is_file():
+                target.unlink()
+            shutil.move(str(item), str(target))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return EvaluationResult(
+        out=final_out, results=res.results, results_path=final_out / res.results_path.name,
+        report_path=final_out / res.report_path.name,
+        tables=[final_out / p.relative_to(stage) for p in res.tables],
+        figures=sorted((final_out / "figures").rglob("*.png")),
+    )
+
+
+def _evaluate_into(
+    out: Path,
+    predictions: str | Path | pd.DataFrame,
+    manifest: str | Path | pd.DataFrame,
+    *,
+    compare: str | Path | pd.DataFrame | None,
+    reads: str | Path | pd.DataFrame | None,
+    split: str,
+    val_split: str,
+    qc: Sequence[str | Path] | None,
+    level: str,
+    run: str | Path | None,
+    heatmap_kind: str | None,
+    gallery_size: int,
+    seed: int,
+    title: str | None,
+    svg: bool,
+    on_step: Callable[[str], None] | None,
+    score: str,
+    compare_score: str | None,
+    require_complete: bool,
+) -> EvaluationResult:
+    """The body of :func:`evaluate`, writing into the (empty, temporary) folder ``out``."""
     from mammolens.data.manifest import check_no_leakage, read_manifest, validate_manifest
     from mammolens.evaluate import figures as F
     from mammolens.evaluate.model_card import build_model_card
@@ -986,7 +1097,6 @@ def evaluate(
         raise EvaluationError(f"level must be one of {LEVELS}, got {level!r}")
     step = on_step or (lambda _s: None)
     t0 = time.time()
-    out = Path(out)
     tables_dir, figs_dir = out / "tables", out / "figures"
     tables_dir.mkdir(parents=True, exist_ok=True)
     figs_dir.mkdir(parents=True, exist_ok=True)
@@ -997,7 +1107,7 @@ def evaluate(
     man = validate_manifest(manifest, source="manifest") if man_path is None else read_manifest(man_path)
     check_no_leakage(man)
     base_dir = man_path.resolve().parent if man_path is not None else None
-    preds, psrc = load_predictions(predictions)
+    preds, psrc = load_predictions(predictions, score=score)
     pred_dir = None if isinstance(predictions, pd.DataFrame) else Path(predictions).resolve().parent
     preds = _resolve_paths(preds, pred_dir)
     joined, info = join_predictions(preds, man, source=psrc)
@@ -1015,6 +1125,15 @@ def evaluate(
     ev = _split_rows(joined, split, psrc)
     n_in_split = int((man["split"] == split).sum())
     n_without_pred = n_in_split - len(ev)
+    completeness, missing_tab = _completeness(man, ev, split=split)
+    if n_without_pred:
+        ex = missing_tab["image_id"].head(3).tolist()
+        what = (f"{n_without_pred} of {n_in_split} image(s) of split {split!r} in the manifest have no prediction "
+                f"({completeness['n_missing_malignant']} of them malignant; e.g. {ex})")
+        if require_complete:
+            raise EvaluationError(f"{psrc}: {what}; --require-complete refuses incomplete predictions")
+        warnings.append(f"{what}: they are not analysed, and the results describe only the {len(ev)} predicted "
+                        "image(s); the list is in tables/missing_predictions.csv")
     n_without_label = int(ev["label"].isna().sum())
     ev = ev[ev["label"].notna()]
     if ev.empty:
@@ -1047,10 +1166,14 @@ def evaluate(
             "qc_files": qc_used,
             **info,
             "n_manifest_images_in_split_without_prediction": n_without_pred,
+            "score_column": score,
         },
+        "completeness": completeness,
     }
     tables: dict[str, pd.DataFrame] = {}
     fig_files: dict[str, Path] = {}
+    if len(missing_tab):
+        tables["missing_predictions"] = missing_tab
 
     step("cohort")
     cohort, ctabs = cohort_section(man, age_band_fn=_age_bands)
@@ -1081,7 +1204,7 @@ def evaluate(
     results["comparison"] = None
     if compare is not None:
         step("comparison")
-        cpreds, csrc = load_predictions(compare, what="comparison predictions")
+        cpreds, csrc = load_predictions(compare, what="comparison predictions", score=compare_score or score)
         cname = _model_name(cpreds, "baseline")
         if cname == model_name:
             cname = f"{cname} (compare)"
@@ -1108,6 +1231,14 @@ def evaluate(
     step("subgroups")
     sub, sub_tab = subgroup_section(tabs[level])
     results["subgroups"] = {"level": level, **sub}
+    for var, res_ in sub.items():
+        het = res_.get("heterogeneity") or {}
+        for c in het.get("corrected", []):
+            warnings.append(f"subgroups by {var}: {c['group']} has AUC {c['auc']:.3f} with zero standard error; it is in "
+                            f"Cochran's Q with a continuity correction (AUC {c['auc_used']:.4f}, SE {c['se_used']:.4f})")
+        if het.get("excluded"):
+            warnings.append(f"subgroups by {var}: not in Cochran's Q: "
+                            + ", ".join(f"{e['group']} ({e['reason']}, n={e['n']})" for e in het["excluded"]))
     tables["subgroups"] = sub_tab
     if len(sub_tab):
         a = perf[level]["auc"]

@@ -119,12 +119,15 @@ def forest_figure(rows: Sequence[dict[str, Any]], *, overall: dict[str, Any] | N
     """Forest plot of AUC with 95% CI by subgroup.
 
     ``rows``: dicts ``variable``, ``subgroup``, ``n``, ``n_pos``, ``auc``, ``ci_low``,
-    ``ci_high`` (AUC may be NaN when a subgroup has one class: drawn as "n/a").
-    ``overall``: ``auc``, ``ci_low``, ``ci_high`` drawn as a reference line and band.
+    ``ci_high`` and ``note``. A subgroup without an AUC is drawn without a marker, with its
+    ``note`` (``too small``, ``single class``, ...) in the right-hand column where the
+    others show their AUC: text is kept outside the data area, so it never runs into the
+    subgroup labels left of the axis. ``overall``: ``auc``, ``ci_low``, ``ci_high`` drawn
+    as a reference line and band (legend above the plot).
     """
     plt = _plt()
     n = max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * n + 1.6))
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * n + 1.9))
     ys = np.arange(n)[::-1]
     labels = []
     last_var = None
@@ -134,25 +137,30 @@ def forest_figure(rows: Sequence[dict[str, Any]], *, overall: dict[str, Any] | N
         last_var = var
         auc, lo, hi = r.get("auc"), r.get("ci_low"), r.get("ci_high")
         if auc is None or not np.isfinite(auc):
-            ax.text(0.5, y, "n/a (one class)", va="center", ha="center", fontsize=8, color="grey")
+            note = str(r.get("note") or "").strip() or "no AUC"
+            ax.text(1.02, y, f"n/a ({note})", va="center", ha="left", fontsize=7.5, color="grey",
+                    transform=ax.get_yaxis_transform())
             continue
         if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
             ax.plot([lo, hi], [y, y], color="#1f5fa8", lw=2)
         ax.plot([auc], [y], marker="s", color="#1f5fa8", ms=7)
-        ax.text(1.02, y, _fmt_ci(auc, lo, hi).replace("95% CI ", ""), va="center", fontsize=7.5,
+        ax.text(1.02, y, _fmt_ci(auc, lo, hi).replace("95% CI ", ""), va="center", ha="left", fontsize=7.5,
                 transform=ax.get_yaxis_transform())
     if overall is not None and overall.get("auc") is not None:
         ax.axvline(overall["auc"], color="#d9480f", ls="--", lw=1.2, label=f"overall AUC {overall['auc']:.3f}")
         if overall.get("ci_low") is not None and overall.get("ci_high") is not None:
             ax.axvspan(overall["ci_low"], overall["ci_high"], color="#d9480f", alpha=0.08)
-        ax.legend(loc="lower left", fontsize=8)
+        # above the axes, not over the rows
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.2)
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(-0.6, n - 0.4)
     los = [r["ci_low"] for r in rows if r.get("ci_low") is not None and np.isfinite(r["ci_low"])]
-    ax.set_xlim(min([0.5, *los]) - 0.02, 1.0)
+    # a little room right of 1.0, so an AUC of 1 is drawn whole, clear of the CI column
+    ax.set_xlim(min([0.5, *los]) - 0.02, 1.02)
     ax.axvline(0.5, color="grey", ls=":", lw=1)
     ax.set_xlabel("AUC (95% CI)")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11, pad=22 if overall is not None else 6)
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -360,6 +360,31 @@ def auc_ci(
     return AUCResult(auc, float(lo), float(hi), se, n_pos, n_neg, method, alpha, n_cl)
 
 
+def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an AUC by the Hanley & McNeil (1982) formula.
+
+    ``Var = [A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)] / (n1 n0)`` with
+    ``Q1 = A/(2-A)`` and ``Q2 = 2A^2/(1+A)`` (exponential-score approximation). Unlike
+    the DeLong variance it depends only on the AUC and the class sizes, so it stays
+    positive for an AUC strictly inside (0, 1) even when the sample's placement values
+    have no spread (all scores tied, or perfect separation after a continuity
+    correction: see :func:`mammolens.stats.subgroups.subgroup_analysis`).
+
+    References
+    ----------
+    Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating
+    characteristic (ROC) curve. Radiology 1982;143:29-36.
+    """
+    a = float(auc)
+    n1, n0 = int(n_pos), int(n_neg)
+    if not (0.0 <= a <= 1.0) or n1 < 1 or n0 < 1:
+        raise StatsInputError(f"hanley_mcneil_se needs 0 <= auc <= 1 and both classes, got auc={auc}, n_pos={n_pos}, n_neg={n_neg}")
+    q1 = a / (2.0 - a)
+    q2 = 2.0 * a * a / (1.0 + a)
+    var = (a * (1.0 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    return float(np.sqrt(max(var, 0.0)))
+
+
 def bootstrap_auc(
     y: Any,
     s: Any,
