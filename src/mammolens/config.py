@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mammolens.errors import ConfigError
 
-ARCHS = ("resnet50", "resnet34", "resnet18", "tiny")
+ARCHS = ("resnet50", "resnet34", "resnet18", "tiny", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 KINDS = ("attention", "baseline")
 
 
@@ -45,7 +45,9 @@ class ModelConfig(_Section):
     uses its global-average-pooled classifier.
     """
 
-    arch: Literal["resnet50", "resnet34", "resnet18", "tiny"] = "resnet50"
+    #: ``resnet50|34|18``, ``tiny``, ``efficientnet_lite0|1|2`` (offline ImageNet weights) or
+    #: ``timm/<name>`` (see :mod:`mammolens.models.backbone`)
+    arch: str = "resnet50"
     kind: Literal["attention", "baseline"] = "attention"
     pretrained: str = "imagenet"
     attention_dim: int = Field(128, ge=1)
@@ -53,6 +55,13 @@ class ModelConfig(_Section):
     lse_r: float = Field(5.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     tiny_width: int = Field(16, ge=4)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v in ARCHS or (v.startswith("timm/") and len(v) > 5):
+            return v
+        raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHS)} or timm/<name>")
 
     @property
     def name(self) -> str:

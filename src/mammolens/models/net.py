@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammolens.models.backbone import GRAY_MEAN, GRAY_STD, Backbone, build_backbone
+from mammolens.models.backbone import build_backbone
+from mammolens.models.weights import WeightsFile, is_imagenet, is_none, read_weights_file
 from mammolens.models.pooling import GatedAttentionPool, lse_pool
 
 
@@ -30,11 +31,15 @@ class _MammoNet(nn.Module):
     def __init__(self, arch: str, *, pretrained: str = "none", tiny_width: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone: Backbone = build_backbone(arch, pretrained=pretrained, tiny_width=tiny_width)
+        # a weights file is read once, here: the backbone and the localisation head share it
+        self.weights_file: WeightsFile | None = (
+            None if is_none(pretrained) or is_imagenet(pretrained) else read_weights_file(pretrained)
+        )
+        self.backbone = build_backbone(arch, pretrained=self.weights_file or pretrained, tiny_width=tiny_width)
         self.num_features = self.backbone.out_channels
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.register_buffer("mean", torch.tensor(GRAY_MEAN), persistent=False)
-        self.register_buffer("std", torch.tensor(GRAY_STD), persistent=False)
+        self.register_buffer("mean", torch.tensor(float(self.backbone.input_mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(self.backbone.input_std)), persistent=False)
 
     @property
     def name(self) -> str:
@@ -59,41 +64,34 @@ class _MammoNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def gradcam_layer(self) -> nn.Module:
-        """The layer Grad-CAM reads (the last block of layer4)."""
-        return self.backbone.layer4[-1]
+        """The layer Grad-CAM reads (the last block of the stride-32 stage)."""
+        return self.backbone.gradcam_layer()
 
     def extra_repr(self) -> str:
         return f"name={self.name}"
 
 
-def init_loc_head_from_patch(loc_head: nn.Conv2d, pretrained: str, channels: int) -> bool:
+def init_loc_head_from_patch(loc_head: nn.Conv2d, weights: WeightsFile | None, channels: int) -> bool:
     """Start the localisation head as the patch classifier saved with the backbone weights.
 
     A weights file from :func:`mammolens.train.patch_pretrain.patch_pretrain` carries the
     patch classifier's linear layer (``patch_head``: background, [benign,] malignant or
-    lesion). Its last-class-minus-background logit, applied to every layer4 cell, is a
-    sliding-window patch detector; copying it into the 1x1 localisation head (layer3
+    lesion). Its last-class-minus-background logit, applied to every stride-32 cell, is a
+    sliding-window patch detector; copying it into the 1x1 localisation head (stride-16
     inputs at zero) makes the whole-image model start from that detector, the
-    patch-to-image transfer of Shen et al. (2019). Returns whether it did.
+    patch-to-image transfer of Shen et al. (2019). Returns whether it did; a head whose
+    shape does not fit the backbone is an error (the file was made for another backbone).
     """
-    spec = str(pretrained).strip()
-    if spec.lower() in ("none", "", "false", "scratch", "imagenet"):
-        return False
-    from pathlib import Path
-
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        return False
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - the backbone loader has already reported unreadable files
-        return False
-    head = blob.get("patch_head") if isinstance(blob, dict) else None
-    if not isinstance(head, dict) or "weight" not in head or "bias" not in head:
+    head = None if weights is None else weights.patch_head
+    if head is None:
         return False
     w, b = head["weight"], head["bias"]
     if w.ndim != 2 or w.shape[1] != channels or w.shape[0] < 2:
-        return False
+        from mammolens.models.weights import PretrainedWeightsError
+
+        raise PretrainedWeightsError(
+            f"{weights.path}: patch_head has shape {tuple(w.shape)}; this backbone needs (classes >= 2, {channels})"
+        )
     with torch.no_grad():
         loc_head.weight.zero_()
         loc_head.weight[0, :channels, 0, 0] = (w[-1] - w[0]).to(loc_head.weight.dtype)
@@ -107,7 +105,7 @@ class AttentionMammoNet(_MammoNet):
     Parameters
     ----------
     arch
-        Backbone name (``resnet50``, ``resnet34``, ``resnet18``, ``tiny``).
+        Backbone name (see :func:`mammolens.models.backbone.build_backbone`).
     pretrained
         ``"none"``, ``"imagenet"`` or a local state-dict path (backbone only).
     attention_dim
@@ -149,7 +147,8 @@ class AttentionMammoNet(_MammoNet):
         self.classifier = nn.Linear(c, 1)
         self.loc_head = nn.Conv2d(c + self.backbone.mid_channels, 1, 1)
         nn.init.zeros_(self.loc_head.bias)
-        self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, pretrained, c)
+        self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, self.weights_file, c)
+        self.weights_file = None  # not kept on the module
 
     def localization_logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         c3, c4 = feats["c3"], feats["c4"]
@@ -184,6 +183,7 @@ class BaselineMammoNet(_MammoNet):
 
     def __init__(self, arch: str = "resnet50", *, pretrained: str = "none", dropout: float = 0.0, tiny_width: int = 16, **_: Any) -> None:
         super().__init__(arch, pretrained=pretrained, tiny_width=tiny_width, dropout=dropout)
+        self.weights_file = None
         self.classifier = nn.Linear(self.num_features, 1)
 
     def forward_head(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -296,8 +296,8 @@ class PatchClassifier:
                 super().__init__()
                 self.backbone = backbone
                 self.head = nn.Linear(int(backbone.out_channels), classes)
-                self.register_buffer("mean", torch.tensor(GRAY_MEAN), persistent=False)
-                self.register_buffer("std", torch.tensor(GRAY_STD), persistent=False)
+                self.register_buffer("mean", torch.tensor(float(getattr(backbone, "input_mean", GRAY_MEAN))), persistent=False)
+                self.register_buffer("std", torch.tensor(float(getattr(backbone, "input_std", GRAY_STD))), persistent=False)
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 feats = self.backbone((x - self.mean) / self.std)
@@ -460,11 +460,11 @@ def save_backbone_weights(
     """
     import torch
 
-    from mammolens.models.backbone import Backbone, backbone_state_for_export
+    from mammolens.models.backbone import Backbone, TimmBackbone, backbone_state_for_export
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = backbone_state_for_export(backbone) if isinstance(backbone, Backbone) else backbone.state_dict()
+    sd = backbone_state_for_export(backbone) if isinstance(backbone, Backbone | TimmBackbone) else backbone.state_dict()
     blob: dict[str, Any] = {"state_dict": {k: v.detach().cpu() for k, v in sd.items()}, "meta": dict(meta or {})}
     if head is not None:
         blob["patch_head"] = {"weight": head.weight.detach().cpu().clone(), "bias": head.bias.detach().cpu().clone()}

@@ -384,8 +384,8 @@ class SimCLRNet:
                 self.projector = nn.Sequential(
                     nn.Linear(ch, hid, bias=False), nn.BatchNorm1d(hid), nn.ReLU(inplace=True), nn.Linear(hid, proj_dim)
                 )
-                self.register_buffer("mean", torch.tensor(GRAY_MEAN), persistent=False)
-                self.register_buffer("std", torch.tensor(GRAY_STD), persistent=False)
+                self.register_buffer("mean", torch.tensor(float(getattr(backbone, "input_mean", GRAY_MEAN))), persistent=False)
+                self.register_buffer("std", torch.tensor(float(getattr(backbone, "input_std", GRAY_STD))), persistent=False)
 
             def encode(self, x: torch.Tensor) -> torch.Tensor:
                 feats = self.backbone((x - self.mean) / self.std)
