@@ -413,30 +413,9 @@ def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _roc_band(y: np.ndarray, s: np.ndarray, clusters: np.ndarray | None, *, n_boot: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pointwise 95% band of sensitivity at fixed FPR, resampling patients (clusters) within
-    class (the vertical-averaging bootstrap of Macskassy & Provost 2004) -- a visual aid."""
-    from mammolens.stats.roc import roc_curve
+    from mammolens.stats.roc import roc_band
 
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(0, 1, 101)
-    groups = clusters if clusters is not None else np.arange(len(y))
-    uniq, inv = np.unique(groups, return_inverse=True)
-    idx_by = [np.flatnonzero(inv == k) for k in range(len(uniq))]
-    curves = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([idx_by[k] for k in pick])
-        yy = y[idx]
-        if yy.min() == yy.max():
-            continue
-        c = roc_curve(yy, s[idx])
-        # right-continuous step: sensitivity at FPR f = max tpr with fpr <= f
-        pos = np.searchsorted(c.fpr, grid, side="right") - 1
-        curves.append(c.tpr[pos])
-    if len(curves) < 20:
-        return grid, np.full_like(grid, np.nan), np.full_like(grid, np.nan)
-    arr = np.vstack(curves)
-    return grid, np.quantile(arr, 0.025, axis=0), np.quantile(arr, 0.975, axis=0)
+    return roc_band(y, s, clusters=clusters, n_boot=n_boot, seed=seed)
 
 
 def _operating_point(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
@@ -887,34 +866,12 @@ def gallery_section(img: pd.DataFrame, threshold: float, *, n: int, kind: str | 
 # ----------------------------------------------------------------------------- calibration
 def calibration_section(y: np.ndarray, s: np.ndarray, *, n_bins: int = 10) -> tuple[dict[str, Any], pd.DataFrame]:
     """Reliability bins (Wilson CIs), Brier score, expected calibration error, and the
-    calibration intercept/slope (logistic recalibration, Cox 1958)."""
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(s, edges[1:-1]), 0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        m = which == b
-        k, n = int(y[m].sum()), int(m.sum())
-        if n:
-            p = _proportion(k, n)
-            lo, hi = p.get("ci_low"), p.get("ci_high")
-        else:
-            lo = hi = None
-        bins.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "n": n, "n_pos": k,
-                     "mean_score": float(s[m].mean()) if n else None, "observed": k / n if n else None,
-                     "ci_low": _f(lo), "ci_high": _f(hi)})
-    brier = float(np.mean((s - y) ** 2))
-    ece = float(sum(b["n"] * abs(b["observed"] - b["mean_score"]) for b in bins if b["n"]) / len(y))
-    slope = intercept = None
-    try:
-        import statsmodels.api as sm
+    calibration intercept/slope: :func:`mammolens.stats.calibration.calibration`."""
+    from mammolens.stats.calibration import calibration
 
-        lg = np.log(np.clip(s, 1e-6, 1 - 1e-6) / (1 - np.clip(s, 1e-6, 1 - 1e-6)))
-        fit = sm.Logit(y, sm.add_constant(lg)).fit(disp=0)
-        intercept, slope = (float(v) for v in fit.params)
-    except Exception:  # noqa: BLE001 - perfect separation or singular fit: not estimable
-        pass
-    return {"n": int(len(y)), "brier": brier, "ece": ece, "calibration_intercept": _f(intercept),
-            "calibration_slope": _f(slope), "bins": bins}, pd.DataFrame(bins)
+    r = calibration(y, s, n_bins=n_bins)
+    return {"n": r.n, "brier": r.brier, "ece": r.ece, "calibration_intercept": r.calibration_intercept,
+            "calibration_slope": r.calibration_slope, "bins": r.bins}, pd.DataFrame(r.bins)
 
 
 # ----------------------------------------------------------------------------- main

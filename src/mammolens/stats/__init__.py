@@ -12,6 +12,7 @@ Modules: :mod:`.roc` (ROC, AUC + DeLong / bootstrap CIs, partial AUC, DeLong tes
 """
 
 from mammolens.stats._validate import StatsInputError
+from mammolens.stats.calibration import CalibrationResult, calibration
 from mammolens.stats.levels import LEVELS, add_level_scores, aggregate_scores, level_keys
 from mammolens.stats.localization import (
     FROCResult,
@@ -47,6 +48,8 @@ from mammolens.stats.roc import (
     delong_test,
     hanley_mcneil_se,
     partial_auc,
+    roc_band,
+    roc_counts,
     roc_curve,
     unpaired_auc_test,
 )
@@ -64,8 +67,12 @@ __all__ = [
     "delong_test",
     "hanley_mcneil_se",
     "partial_auc",
+    "roc_band",
+    "roc_counts",
     "roc_curve",
     "unpaired_auc_test",
+    "CalibrationResult",
+    "calibration",
     "LEVELS",
     "add_level_scores",
     "aggregate_scores",

@@ -38,6 +38,7 @@ from mammolens.stats._validate import (
     check_scores,
     check_truth,
 )
+from mammolens.stats.roc import roc_counts
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,8 @@ def _curve_counts(y: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
     Returns arrays over cuts ``0..G`` (G distinct scores): ``tp, fp`` and the pROC-style
     midpoint threshold and lowest positive score of each cut.
     """
-    order = np.argsort(-s, kind="mergesort")
-    ss = s[order]
-    yy = y[order]
-    last = np.r_[np.flatnonzero(np.diff(ss) != 0), ss.size - 1]
-    tp = np.r_[0, np.cumsum(yy)[last]]
-    fp = np.r_[0, np.cumsum(1 - yy)[last]]
-    distinct = ss[last]  # decreasing
+    tp, fp, thr = roc_counts(y, s)
+    distinct = thr[1:]  # decreasing
     lowest_pos = np.r_[np.inf, distinct]
     below = np.r_[distinct, -np.inf]  # highest score still negative at each cut
     with np.errstate(invalid="ignore"):

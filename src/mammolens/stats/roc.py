@@ -157,16 +157,31 @@ def roc_curve(y_true: Any, y_score: Any, *, positive: Any = None) -> ROCCurve:
         positive at threshold ``t`` when ``score >= t``.
     """
     y, s, n_pos, n_neg = _prepare(y_true, y_score, positive=positive)
+    tp, fp, thr = roc_counts(y, s)
+    return ROCCurve(fpr=fp / n_neg, tpr=tp / n_pos, thresholds=thr)
+
+
+def roc_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC curve's core: true and false positives at every cut of the ranked scores.
+
+    Cut ``k`` calls positive the cases with the ``k`` highest distinct scores (cut 0:
+    none). The one implementation behind :func:`roc_curve` and the operating points of
+    :mod:`mammolens.stats.operating`; inputs are already validated (0/1 ``y``, finite ``s``).
+
+    Returns
+    -------
+    tp, fp : numpy.ndarray of shape (G + 1,)
+        Counts at cuts ``0..G`` (G distinct scores), non-decreasing.
+    thresholds : numpy.ndarray of shape (G + 1,)
+        ``+inf``, then the distinct scores in decreasing order: cut ``k`` is ``score >= thresholds[k]``.
+    """
     order = np.argsort(-s, kind="mergesort")
     s_sorted = s[order]
     y_sorted = y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
     last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s_sorted.size - 1]
-    tpr = np.r_[0.0, tp[last] / n_pos]
-    fpr = np.r_[0.0, fp[last] / n_neg]
-    thr = np.r_[np.inf, s_sorted[last]]
-    return ROCCurve(fpr=fpr, tpr=tpr, thresholds=thr)
+    tp = np.r_[0, np.cumsum(y_sorted)[last]]
+    fp = np.r_[0, np.cumsum(1 - y_sorted)[last]]
+    return tp, fp, np.r_[np.inf, s_sorted[last]]
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -591,3 +606,51 @@ def unpaired_auc_test(
         ra.auc, rb.auc, diff, float(diff - zc * se), float(diff + zc * se), se, float(zstat), p,
         "delong_unpaired", alpha, ra.n_pos + rb.n_pos, ra.n_neg + rb.n_neg, None,
     )
+
+
+def roc_band(
+    y_true: Any,
+    y_score: Any,
+    *,
+    clusters: Any = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    n_grid: int = 101,
+    alpha: float = 0.05,
+    min_valid: int = 20,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise ``1 - alpha`` band of sensitivity at fixed false-positive rates (a visual aid).
+
+    The vertical-averaging bootstrap of Macskassy & Provost (2004): resample clusters
+    (patients; cases when ``clusters`` is None) with replacement, take each replicate's
+    sensitivity at every FPR of a regular grid (right-continuous step: the highest TPR with
+    FPR <= f), and the pointwise quantiles. Replicates holding one class only are dropped.
+
+    Returns
+    -------
+    grid, low, high : numpy.ndarray of shape (n_grid,)
+        All-NaN bands when fewer than ``min_valid`` replicates had both classes.
+    """
+    y, s, _, _ = _prepare(y_true, y_score)
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(0, 1, n_grid)
+    groups = np.asarray(clusters) if clusters is not None else np.arange(len(y))
+    if groups.shape != y.shape:
+        raise StatsInputError(f"clusters has {groups.size} values for {y.size} cases")
+    uniq, inv = np.unique(groups, return_inverse=True)
+    idx_by = [np.flatnonzero(inv == k) for k in range(len(uniq))]
+    curves = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([idx_by[k] for k in pick])
+        yy = y[idx]
+        if yy.min() == yy.max():
+            continue
+        tp, fp, _ = roc_counts(yy, s[idx])
+        fpr, tpr = fp / (yy.size - yy.sum()), tp / yy.sum()
+        pos = np.searchsorted(fpr, grid, side="right") - 1
+        curves.append(tpr[pos])
+    if len(curves) < min_valid:
+        return grid, np.full_like(grid, np.nan), np.full_like(grid, np.nan)
+    arr = np.vstack(curves)
+    return grid, np.quantile(arr, alpha / 2, axis=0), np.quantile(arr, 1 - alpha / 2, axis=0)
