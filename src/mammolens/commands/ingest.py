@@ -19,16 +19,16 @@ from mammolens.commands._common import (
 
 
 def ingest(
-    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, csv."),
+    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, cmmd, embed, csv."),
     source: Path = typer.Argument(..., help="The dataset's folder (for csv: the table file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (.csv or .parquet); QC table goes to <stem>_qc.csv beside it."),
-    annotations: Path | None = typer.Option(None, "--annotations", "-a", help="dicom: CSV of labels/lesions joined on sop_instance_uid, path or image_id."),
+    annotations: Path | None = typer.Option(None, "--annotations", "-a", help="dicom: CSV/xlsx of labels/lesions joined on sop_instance_uid, path, image_id, or per breast on patient_id + laterality [+ study_id]; cmmd: the clinical sheet (default: found in SOURCE)."),
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help="csv: MANIFEST_COLUMN=CSV_COLUMN (repeatable)."),
     malignant_birads: str | None = typer.Option(None, "--malignant-birads", help="vindr/inbreast: BI-RADS categories counted as the malignant proxy, e.g. '4,5' or '4c,5,6'."),
     table: str | None = typer.Option(None, "--table", help="rsna: the table inside SOURCE (default train.csv)."),
     images_dir: str | None = typer.Option(None, "--images-dir", help="rsna: the image folder inside SOURCE (default train_images)."),
     read_headers: bool | None = typer.Option(None, "--read-headers/--no-read-headers", help="rsna/vindr/cbis-ddsm/inbreast: read each DICOM header (manufacturer, size; default) or only check the file exists."),
-    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="dicom: threads reading DICOM headers (helps on network storage)."),
+    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="dicom/cmmd: threads reading DICOM headers (helps on network storage)."),
     no_check_files: bool = typer.Option(False, "--no-check-files", help="csv: do not check that image files exist."),
     relative_paths: bool = typer.Option(False, "--relative-paths", help="Write image paths relative to the manifest's folder (default absolute)."),
     json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON to stdout."),
@@ -43,6 +43,8 @@ def ingest(
         mammolens ingest mias shared/datasets/mini-mias -o data/mias.csv
 
         mammolens ingest dicom synth/dicom --annotations synth/annotations.csv -o data/manifest.csv
+
+        mammolens ingest cmmd /data/manifest-1616439774456 -o data/cmmd.csv
 
         mammolens ingest csv table.csv --map path=File --map patient_id=Patient -o data/m.parquet
     """

@@ -13,6 +13,8 @@ documents the exact layout it expects. Use :func:`get_adapter` or
 ``vindr``       VinDr-Mammo breast-level + finding annotations + DICOMs
 ``rsna``        RSNA Screening Mammography 2023 ``train.csv`` + DICOMs
 ``inbreast``    INbreast ``INbreast.csv`` + ``AllXML`` ROIs + ``AllDICOMs``
+``cmmd``        CMMD (TCIA) DICOM tree + per-breast clinical sheet
+``embed``       EMBED (Emory) metadata + clinical tables + DICOM tree
 ``csv``         a generic table with a column mapping
 ==============  ===============================================================
 """
@@ -35,6 +37,8 @@ _MODULES: dict[str, str] = {
     "vindr": "vindr",
     "rsna": "rsna",
     "inbreast": "inbreast",
+    "cmmd": "cmmd",
+    "embed": "embed",
     "csv": "csv_table",
 }
 

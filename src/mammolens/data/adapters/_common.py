@@ -175,6 +175,47 @@ def read_csv_rows(
     return header, rows
 
 
+def read_table_rows(
+    path: Path,
+    qc: QCTable,
+    *,
+    required: Iterable[str] = (),
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """:func:`read_csv_rows` for a CSV, or the first sheet of an ``.xlsx`` / ``.xls`` file.
+
+    Spreadsheet rows are numbered as the spreadsheet shows them (header = row 1), every
+    value is text (stripped; empty cells ``""``) and blank rows are skipped, so adapters
+    treat both kinds of file alike (CMMD and INbreast ship their sheets as Excel files).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read or lacks a ``required`` column.
+    """
+    if path.suffix.lower() not in (".xlsx", ".xlsm", ".xls"):
+        return read_csv_rows(path, qc, required=required)
+    import pandas as pd
+
+    try:
+        df = pd.read_excel(path, dtype=str, sheet_name=0)
+    except ImportError as e:
+        raise InputError(path, f"reading Excel needs an extra package ({e}); save the sheet as CSV") from None
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+        raise InputError(path, f"cannot read the spreadsheet ({type(e).__name__}: {e})") from None
+    header = [str(c).strip() for c in df.columns]
+    df.columns = header
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(repr(c) for c in missing)} (has: {', '.join(header)})")
+    df = df.fillna("")
+    rows = [
+        (i + 2, {k: str(v).strip() for k, v in rec.items()})
+        for i, rec in enumerate(df.to_dict("records"))
+        if any(str(v).strip() for v in rec.values())
+    ]
+    return header, rows
+
+
 def _numbered(lines: list[str]) -> Iterator[str]:
     yield from lines
 

@@ -67,7 +67,7 @@ from mammolens.data.adapters._common import (
     no_progress,
     parse_age,
     parse_birads_set,
-    read_csv_rows,
+    read_table_rows,
     read_dicom_header,
 )
 from mammolens.data.lesions import dump_lesions
@@ -92,21 +92,7 @@ def find_table(source: Path) -> Path:
 
 
 def _read_table(path: Path, qc: QCTable) -> list[tuple[int, dict[str, str]]]:
-    if path.suffix.lower() == ".csv":
-        _, rows = read_csv_rows(path, qc, required=REQUIRED)
-        return rows
-    try:
-        df = pd.read_excel(path, dtype=str)
-    except ImportError as e:
-        raise InputError(path, f"reading Excel needs an extra package ({e}); save the sheet as INbreast.csv") from None
-    except Exception as e:  # noqa: BLE001
-        raise InputError(path, f"cannot read the spreadsheet ({type(e).__name__}: {e})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise InputError(path, f"missing column(s) {missing}")
-    df = df.fillna("")
-    return [(i + 2, {k: str(v).strip() for k, v in r.items()}) for i, r in enumerate(df.to_dict("records")) if any(str(v).strip() for v in r.values())]
+    return read_table_rows(path, qc, required=REQUIRED)[1]
 
 
 def parse_xml(path: Path) -> list[dict[str, Any]]:
