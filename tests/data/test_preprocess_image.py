@@ -8,6 +8,7 @@ import pytest
 from mammolens.data.lesions import Lesion
 from mammolens.data.preprocess import (
     PreprocessSettings,
+    chest_wall_on_left,
     parse_size,
     preprocess_image,
     segment_breast,
@@ -264,3 +265,22 @@ def test_no_crop_and_no_flip():
     assert not r2.transform.flipped and r2.chest_wall == "right"
     cols = r2.image.mean(axis=0)
     assert cols[-20:].mean() > cols[:5].mean()  # the chest wall stays on the right
+
+
+def test_chest_wall_side_is_one_rule_for_preprocess_and_viewer():
+    # the viewer (serve.render) hangs images by the same function preprocessing flips by
+    for chest, mlo in (("left", False), ("right", False), ("left", True), ("right", True)):
+        img, _ = phantom(chest=chest, mlo=mlo)
+        assert chest_wall_on_left(img) is (chest == "left")
+        assert preprocess_image(img, S).chest_wall == chest
+    # a bright burned-in label at the far edge does not move the chest wall (the breast is
+    # segmented first; a fixed band at each edge would be fooled)
+    img, _ = phantom(chest="left", label=False)
+    img[:, -30:] = LABEL
+    assert chest_wall_on_left(img)
+    # a breast whose mass lies right
+    ramp = np.zeros((64, 48), np.float32)
+    ramp[:, 8:] = np.linspace(0.3, 1.0, 40, dtype=np.float32)
+    assert not chest_wall_on_left(ramp)
+    # nothing to segment (blank): no error, the viewer still hangs the image
+    assert chest_wall_on_left(np.full((64, 48), 0.3, np.float32)) in (True, False)

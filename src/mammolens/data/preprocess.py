@@ -382,6 +382,22 @@ def segment_breast(img: np.ndarray, settings: PreprocessSettings, *, where: str 
     return _Segmentation(mask, (y0, y1, x0, x1), fy, fx, fraction, left >= right, asym)
 
 
+def chest_wall_on_left(img: np.ndarray, settings: PreprocessSettings | None = None) -> bool:
+    """Whether the chest wall is on the image's left edge, decided from the pixels.
+
+    The one rule (preprocessing flips by it; the viewer hangs images by it): segment the
+    breast (:func:`segment_breast`) and compare its intensity mass in the two halves of its
+    bounding box. When no breast is found, the halves of the whole image are compared.
+    ``img`` is display-ready (dense tissue bright), values in [0, 1].
+    """
+    img = np.asarray(img, dtype=np.float32)
+    try:
+        return segment_breast(img, settings or PreprocessSettings()).chest_left
+    except InputError:
+        half = img.shape[1] // 2
+        return float(img[:, :half].sum(dtype=np.float64)) >= float(img[:, img.shape[1] - half :].sum(dtype=np.float64))
+
+
 #: below this left/right mass asymmetry the pixel-based chest-wall side is "ambiguous"
 AMBIGUOUS_ASYMMETRY = 0.05
 #: below this, pixels that disagree with the manifest's laterality give way to it (on the

@@ -60,13 +60,6 @@ class _LRU:
 _cache = _LRU(16)
 
 
-def chest_wall_on_left(img01: np.ndarray) -> bool:
-    """Whether the breast's chest wall is on the image's left edge (brighter side)."""
-    w = img01.shape[1]
-    band = max(1, w // 6)
-    return float(img01[:, :band].mean()) >= float(img01[:, -band:].mean())
-
-
 def load_display(path: str | Path, laterality: str) -> Display:
     """Decode ``path`` (cached) and compute its default window and hanging orientation."""
     key = (str(path), laterality)
@@ -98,6 +91,8 @@ def load_display(path: str | Path, laterality: str) -> Display:
         lo = min(lo, float(sample.min()))
         center, width = (lo + hi) / 2.0, max(hi - lo, 1.0)
     img01 = _window(raw, center, width, invert)
+    from mammolens.data.preprocess import chest_wall_on_left  # the rule preprocessing flips by
+
     mirror = chest_wall_on_left(img01) if laterality == "R" else not chest_wall_on_left(img01)
     if laterality not in ("L", "R"):
         mirror = False
