@@ -19,7 +19,7 @@ from mammolens.commands._common import (
 
 
 def ingest(
-    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, cmmd, embed, csv."),
+    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, cmmd, csv."),
     source: Path = typer.Argument(..., help="The dataset's folder (for csv: the table file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (.csv or .parquet); QC table goes to <stem>_qc.csv beside it."),
     annotations: Path | None = typer.Option(None, "--annotations", "-a", help="dicom: CSV/xlsx of labels/lesions joined on sop_instance_uid, path, image_id, or per breast on patient_id + laterality [+ study_id]; cmmd: the clinical sheet (default: found in SOURCE)."),
