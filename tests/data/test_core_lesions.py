@@ -61,3 +61,27 @@ def test_rasterize_with_transform_matches_warped_mask():
     inter = (direct & warped).sum()
     union = (direct | warped).sum()
     assert union > 0 and inter / union > 0.8
+
+
+def test_rebase_mask_paths_one_owner(tmp_path):
+    import json
+
+    from mammolens.data.lesions import rebase_mask_paths, relative_path
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "m.png").write_bytes(b"x")
+    cell = json.dumps([{"shape": "mask", "path": "m.png", "pathology": "malignant"},
+                       {"shape": "circle", "cx": 1, "cy": 2, "r": 3}])
+    # relative -> absolute against the first folder, or the first holding the file
+    a = json.loads(rebase_mask_paths(cell, folders=[tmp_path / "a", tmp_path / "b"]))
+    assert a[0]["path"] == str(tmp_path / "a" / "m.png") and a[1] == {"shape": "circle", "cx": 1, "cy": 2, "r": 3}
+    b = json.loads(rebase_mask_paths(cell, folders=[tmp_path / "a", tmp_path / "b"], must_exist=True))
+    assert b[0]["path"] == str(tmp_path / "b" / "m.png")
+    assert json.loads(rebase_mask_paths(cell, folders=[tmp_path / "a"], must_exist=True))[0]["path"] == "m.png"
+    # absolute -> relative (POSIX), and the list form is edited in place
+    items = json.loads(rebase_mask_paths(cell, folders=[tmp_path / "b"]))
+    assert rebase_mask_paths(items, relative_to=tmp_path)[0]["path"] == "b/m.png"
+    # cells without masks, empty or broken come back as they were
+    for c in ("", "[]", "not json", '{"shape": "mask"}', json.dumps([{"shape": "box", "x0": 0, "y0": 0, "x1": 1, "y1": 1}])):
+        assert rebase_mask_paths(c, folders=[tmp_path]) == c
+    assert relative_path("https://x/y.png", tmp_path) == "https://x/y.png"

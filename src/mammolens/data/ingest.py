@@ -12,8 +12,6 @@ never stop the good ones. Roll-ups of the image labels per breast and per exam:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import pandas as pd
 
 from mammolens.data.adapters import get_adapter
 from mammolens.data.adapters._common import STAGE, Track, header_cache, no_progress
-from mammolens.data.lesions import parse_lesions
+from mammolens.data.lesions import parse_lesions, rebase_mask_paths, relative_path
 from mammolens.data.manifest import (
     BREAST_KEY,
     DENSITIES,
@@ -151,31 +149,11 @@ def ingest(
     df = finalize(df, qc, dataset=adapter.name)
     if relative_paths:
         base = out.resolve().parent
-        df["path"] = [_rel(p, base) for p in df["path"]]
-        df["lesions"] = [_rel_masks(s, base) for s in df["lesions"]]
+        df["path"] = [relative_path(p, base) for p in df["path"]]
+        df["lesions"] = [rebase_mask_paths(s, relative_to=base) for s in df["lesions"]]
     write_manifest(df, out)
     qc_path = qc.write_csv(qc_path_for(out))
     return IngestResult(df, qc, out, qc_path, adapter.name, str(source))
-
-
-def _rel(p: str, base: Path) -> str:
-    if not p or "://" in p:
-        return p
-    try:
-        return Path(os.path.relpath(p, base)).as_posix()
-    except ValueError:  # another drive on Windows
-        return p
-
-
-def _rel_masks(cell: str, base: Path) -> str:
-    """Make ``mask`` lesion paths relative to ``base`` (other shapes untouched)."""
-    if not cell or '"mask"' not in cell:
-        return cell
-    items = json.loads(cell)
-    for le in items:
-        if le.get("shape") == "mask" and Path(str(le.get("path", ""))).is_absolute():
-            le["path"] = _rel(str(le["path"]), base)
-    return json.dumps(items, separators=(",", ":"))
 
 
 def finalize(df: pd.DataFrame, qc: QCTable, *, dataset: str) -> pd.DataFrame:

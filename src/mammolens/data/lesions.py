@@ -18,6 +18,7 @@ Common optional keys: ``pathology`` (``malignant``, ``benign``, ``unknown``), ``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +97,66 @@ def dump_lesions(lesions: list[Lesion] | list[dict[str, Any]]) -> str:
     if not lesions:
         return ""
     return json.dumps([le.to_dict() if isinstance(le, Lesion) else le for le in lesions], separators=(",", ":"))
+
+
+def rebase_mask_paths(
+    lesions: str | list[dict[str, Any]],
+    *,
+    folders: Sequence[str | Path] = (),
+    must_exist: bool = False,
+    relative_to: str | Path | None = None,
+) -> str | list[dict[str, Any]]:
+    """Rebase the file paths of ``mask`` lesions (other shapes untouched): the one place
+    that knows how mask paths in a lesions cell relate to folders.
+
+    Parameters
+    ----------
+    lesions
+        A manifest ``lesions`` cell (JSON text) or the parsed list; returned in the same
+        form (text compact; a cell that is empty, holds no mask or is not a JSON list comes
+        back unchanged: parsing reports it elsewhere).
+    folders
+        Make relative paths absolute against the first folder (with ``must_exist``, the
+        first in which the file exists; unchanged when none has it).
+    relative_to
+        Make absolute paths relative to this folder (POSIX separators; URLs and paths on
+        another drive stay as they are).
+    """
+    if isinstance(lesions, str):
+        if not lesions or '"mask"' not in lesions:
+            return lesions
+        try:
+            items = json.loads(lesions)
+        except json.JSONDecodeError:
+            return lesions
+        if not isinstance(items, list):
+            return lesions
+        return json.dumps(rebase_mask_paths(items, folders=folders, must_exist=must_exist, relative_to=relative_to),
+                          separators=(",", ":"))
+    for le in lesions:
+        if not isinstance(le, dict) or le.get("shape") != "mask":
+            continue
+        p = str(le.get("path", ""))
+        if not Path(p).is_absolute():
+            for f in folders:
+                if f and (not must_exist or (Path(f) / p).exists()):
+                    le["path"] = p = str(Path(f) / p)
+                    break
+        if relative_to is not None and Path(p).is_absolute():
+            le["path"] = relative_path(p, relative_to)
+    return lesions
+
+
+def relative_path(p: str, base: str | Path) -> str:
+    """``p`` relative to ``base`` with POSIX separators (URLs and other drives unchanged)."""
+    import os
+
+    if not p or "://" in p:
+        return p
+    try:
+        return Path(os.path.relpath(p, base)).as_posix()
+    except ValueError:  # another drive on Windows
+        return p
 
 
 def rasterize_lesions(

@@ -68,7 +68,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mammolens.data.lesions import Lesion, parse_lesions, rasterize_lesions
+from mammolens.data.lesions import Lesion, parse_lesions, rasterize_lesions, rebase_mask_paths
 from mammolens.data.transform import Transform
 from mammolens.errors import InputError, MammolensError
 from mammolens.qc import QCTable
@@ -823,26 +823,6 @@ def _worker_init() -> None:
         pass
 
 
-def _resolve_mask_paths(cell: str, folders: list[str]) -> str:
-    """Make relative ``mask`` lesion paths absolute: the first of ``folders`` where the file
-    exists (the manifest's folder first, then the image's); unchanged when none has it."""
-    if not cell or '"mask"' not in cell:
-        return cell
-    try:
-        items = json.loads(cell)
-    except json.JSONDecodeError:
-        return cell  # preprocess_image flags it
-    if not isinstance(items, list):
-        return cell
-    for le in items:
-        if isinstance(le, dict) and le.get("shape") == "mask" and not Path(str(le.get("path", ""))).is_absolute():
-            for f in folders:
-                if f and (Path(f) / str(le["path"])).exists():
-                    le["path"] = str(Path(f) / str(le["path"]))
-                    break
-    return json.dumps(items)
-
-
 def _process_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run in a worker: preprocess one manifest row, write its arrays, return its index row."""
     t0 = time.perf_counter()
@@ -870,7 +850,7 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
     try:
         if not path:
             raise InputError(None, "empty path in the manifest")
-        lesions = _resolve_mask_paths(task["lesions"], [task["base_dir"], task["image_dir"]])
+        lesions = rebase_mask_paths(task["lesions"], folders=[task["base_dir"], task["image_dir"]], must_exist=True)
         res = preprocess_image(
             Path(path),
             settings,

@@ -50,7 +50,7 @@ from mammolens.data.adapters._common import (
     parse_age,
     read_csv_rows,
 )
-from mammolens.data.lesions import parse_lesions
+from mammolens.data.lesions import parse_lesions, rebase_mask_paths
 from mammolens.data.manifest import OPTIONAL_COLUMNS, OUTCOMES, REQUIRED_COLUMNS
 from mammolens.errors import ConfigError, InputError
 from mammolens.qc import QCTable
@@ -174,9 +174,7 @@ def _convert(row: dict[str, Any], vals: dict[str, str], base: Path) -> None:
         try:
             items = json.loads(vals["lesions"])
             parse_lesions(items)
-            for le in items:
-                if le.get("shape") == "mask" and not Path(str(le["path"])).is_absolute():
-                    le["path"] = str(base / str(le["path"]))
+            rebase_mask_paths(items, folders=[base])
             row["lesions"] = json.dumps(items, separators=(",", ":"))
         except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError):
             row["lesions"] = ""

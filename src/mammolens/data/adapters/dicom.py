@@ -69,7 +69,7 @@ from mammolens.data.adapters._common import (
     laterality_code,
     read_table_rows,
 )
-from mammolens.data.lesions import parse_lesions
+from mammolens.data.lesions import parse_lesions, rebase_mask_paths
 from mammolens.data.manifest import OUTCOMES
 from mammolens.errors import InputError
 from mammolens.qc import QCTable
@@ -387,8 +387,6 @@ def _annotation_values(rec: dict[str, str], base: Path) -> dict[str, Any]:
             parse_lesions(items)
         except (json.JSONDecodeError, ValueError, TypeError, KeyError) as e:
             raise ValueError(f"lesions is not a valid lesion JSON list ({e})") from None
-        for le in items:
-            if le.get("shape") == "mask" and not Path(str(le["path"])).is_absolute():
-                le["path"] = str(base / str(le["path"]))
+        rebase_mask_paths(items, folders=[base])
         out["lesions"] = json.dumps(items, separators=(",", ":"))
     return out
