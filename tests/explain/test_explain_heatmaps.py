@@ -58,7 +58,13 @@ def test_overlay_png(tmp_path):
     assert rgb.shape == (200, 300, 3) and rgb.dtype == np.uint8
     # hot region is tinted (not gray), cold region stays nearly gray
     hot = rgb[60, 120].astype(int)
-    assert hot.max() - hot.min() > 40
+    assert hot.max() - hot.min() > 25
+    cold = rgb[150, 120].astype(int)
+    assert cold.max() - cold.min() <= 2
+    # the house colour map (inferno: dark purple -> pale yellow), not jet's blue -> red
+    from mammolens.explain.colormap import heat_colormap
+
+    np.testing.assert_allclose(heat_colormap(np.array([0.0, 1.0])), [[0, 0, 4], [252, 255, 164]])
     p = overlay_png(tmp_path / "o.png", img, hm, max_side=150)
     assert cv2.imread(str(p)).shape[:2] == (100, 150)
     with pytest.raises(ValueError):

@@ -19,6 +19,12 @@ def predict(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     no_gradcam: bool = typer.Option(False, "--no-gradcam", help="Skip Grad-CAM maps (faster)."),
+    top_k: int = typer.Option(3, "--top-k", min=0, help="With heatmaps: the K highest-scoring regions per image -> PREDICTIONS_regions.csv."),
+    dicom_out: Path | None = typer.Option(
+        None, "--dicom-out", help="Per study, the DICOM objects the service sends to PACS (TID 1500 SR, heatmap overlays, Segmentations) -> DIR/<StudyInstanceUID>/."
+    ),
+    stow: str | None = typer.Option(None, "--stow", help="DICOMweb URL: also store the --dicom-out objects there (STOW-RS)."),
+    operating_point: float = typer.Option(0.5, "--operating-point", min=0.0, max=1.0, help="Score at or above which the SR asserts a finding (as mammolens serve)."),
     json_out: bool = typer.Option(False, "--json", help="Print a summary as JSON to stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -30,6 +36,8 @@ def predict(
     Example:
 
         mammolens predict runs/attention data/manifest.csv --cache cache/ --split test --out preds/test.csv --heatmaps preds/heatmaps
+
+        mammolens predict runs/attention incoming/ --out preds/new.csv --dicom-out preds/dicom --stow http://pacs:8042/dicom-web
     """
     from mammolens.predict.api import predict as run_predict
 
@@ -45,6 +53,10 @@ def predict(
             cache=cache,
             gradcam=False if no_gradcam else None,
             progress=not quiet and not json_out,
+            top_k=top_k,
+            dicom_out=dicom_out,
+            stow=stow,
+            operating_point=operating_point,
         )
     qc = df.attrs["qc"]
     out_csv = df.attrs["breast_path"].replace("_breast.csv", ".csv")
@@ -60,8 +72,16 @@ def predict(
                 "n_images": int(len(df)),
                 "n_rejected": int(df.attrs["n_rejected"]),
                 "heatmaps": str(heatmaps) if heatmaps else None,
+                "regions": df.attrs["regions_path"],
+                "dicom": df.attrs["dicom"],
             }
         )
     else:
         console.print(f"predict: {len(df)} image(s) scored with {df.attrs['model']} -> {out_csv}")
+        if df.attrs["regions_path"]:
+            console.print(f"predict: top-{top_k} regions per image -> {df.attrs['regions_path']}")
+        d = df.attrs["dicom"]
+        if d is not None:
+            stored = f", {d['stored']} stored to {d['stow']}" if d["stow"] else ""
+            console.print(f"predict: DICOM results of {d['studies']} study(ies): {d['sr']} SR, {d['sc']} overlay(s), {d['seg']} segmentation(s) -> {d['dir']}{stored}")
     exit_with(report_qc(qc, Path(df.attrs["qc_path"]), what="input(s)"))

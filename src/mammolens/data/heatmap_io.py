@@ -103,3 +103,89 @@ def heatmap_and_lesion_mask(
     if not mask.any():
         raise ValueError("lesions rasterise to an empty mask")
     return hm, mask, kind
+
+
+#: the service's name for :data:`KIND_PREFERENCE`
+PREFERRED_KINDS = KIND_PREFERENCE
+
+
+def heatmap_original(path: str | Path, kind: str | None = None) -> tuple[np.ndarray, str]:
+    """A heatmap of a ``.npz`` (``kind``, default the preferred one) on the original image,
+    clipped to [0, 1], and its kind. What the service and ``predict --dicom-out`` export."""
+    try:
+        kind = choose_kind(path, kind)
+    except KeyError as e:
+        raise ValueError(str(e).strip("'\"")) from None
+    arr, _ = load_heatmap(path, kind, geometry="original")
+    return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), kind
+
+
+def heatmap_peak(arr: np.ndarray) -> tuple[float, float]:
+    """``(x, y)`` of the heatmap maximum (pixel centre, the array's coordinates)."""
+    i, j = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    return float(j) + 0.5, float(i) + 0.5
+
+
+def top_regions(
+    heat: np.ndarray,
+    k: int = 3,
+    *,
+    transform: Transform | None = None,
+    rel_threshold: float = 0.5,
+    min_score: float = 1e-3,
+) -> list[dict[str, float]]:
+    """The ``k`` highest-scoring regions of a heatmap, best first.
+
+    Greedy peak picking with suppression (as GMIC's top-K patches; Shen et al., Med Image
+    Anal 2021): take the map's maximum, grow the region of pixels connected to it whose
+    value is at least ``rel_threshold`` times the peak, record its bounding box, remove it
+    and repeat. A region's ``score`` is its peak value (for the localisation map, the
+    malignancy probability there); regions below ``min_score`` are not reported.
+
+    Parameters
+    ----------
+    heat
+        ``(H, W)`` map in [0, 1] (cache geometry when ``transform`` is given).
+    transform
+        Maps the boxes from cache to original pixel coordinates (un-pad, un-scale,
+        un-flip, un-crop), so they can be drawn on the mammogram as stored.
+
+    Returns
+    -------
+    list of dict
+        ``rank`` (1 = best), ``score``, ``x0, y0, x1, y1`` (continuous pixel
+        coordinates, origin at the top-left corner, ``x`` the column; ``x1``/``y1``
+        exclusive) and ``peak_x, peak_y``.
+    """
+    import cv2
+
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    work = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0).copy()
+    if work.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {work.shape}")
+    out: list[dict[str, float]] = []
+    while len(out) < k:
+        i, j = np.unravel_index(int(np.argmax(work)), work.shape)
+        peak = float(work[i, j])
+        if peak < min_score:
+            break
+        mask = (work >= rel_threshold * peak).astype(np.uint8)
+        _n, labels = cv2.connectedComponents(mask, connectivity=8)
+        region = labels == labels[i, j]
+        ys, xs = np.nonzero(region)
+        box = np.array([[xs.min(), ys.min()], [xs.max() + 1.0, ys.max() + 1.0]], dtype=float)
+        pk = np.array([[j + 0.5, i + 0.5]], dtype=float)
+        if transform is not None:
+            box = transform.inverse_points(box)
+            pk = transform.inverse_points(pk)
+            w, h = transform.orig_w, transform.orig_h
+        else:
+            h, w = work.shape
+        x0, x1 = sorted((float(np.clip(box[0, 0], 0, w)), float(np.clip(box[1, 0], 0, w))))
+        y0, y1 = sorted((float(np.clip(box[0, 1], 0, h)), float(np.clip(box[1, 1], 0, h))))
+        out.append({"rank": len(out) + 1, "score": round(peak, 6), "x0": round(x0, 2), "y0": round(y0, 2),
+                    "x1": round(x1, 2), "y1": round(y1, 2),
+                    "peak_x": round(float(np.clip(pk[0, 0], 0, w)), 2), "peak_y": round(float(np.clip(pk[0, 1], 0, h)), 2)})
+        work[region] = 0.0
+    return out

@@ -13,7 +13,7 @@ All maps are returned in *cache geometry* (the model's input size), float32 in [
 :func:`mammolens.data.heatmap_io.save_heatmaps` stores them with the image's
 :class:`~mammolens.data.transform.Transform`, so ``load_heatmap(..., geometry="original")``
 maps them back onto the original mammogram; :func:`overlay_png` draws one over a
-grayscale image with a matplotlib colormap.
+grayscale image in the house colour map (:mod:`mammolens.explain.colormap`).
 """
 
 from __future__ import annotations
@@ -135,22 +135,22 @@ def overlay_rgb(
     image: np.ndarray,
     heatmap: np.ndarray,
     *,
-    cmap: str = "jet",
     alpha: float = 0.4,
     threshold: float = 0.0,
 ) -> np.ndarray:
-    """Blend a [0, 1] heatmap (colormap) over a grayscale image; uint8 ``(H, W, 3)``.
+    """Blend a [0, 1] heatmap (:func:`~mammolens.explain.colormap.heat_colormap`) over a
+    grayscale image; uint8 ``(H, W, 3)``.
 
     Pixels whose heatmap value is below ``threshold`` stay gray; the blend weight grows
     with the heatmap value (``alpha * value``), so cold regions barely tint the image.
     """
-    import matplotlib
+    from mammolens.explain.colormap import heat_colormap
 
     img = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
     hm = np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1)
     if img.shape != hm.shape:
         raise ValueError(f"image {img.shape} and heatmap {hm.shape} differ in shape")
-    colors = matplotlib.colormaps[cmap](hm)[..., :3].astype(np.float32)
+    colors = heat_colormap(hm) / 255.0
     gray = np.repeat(img[..., None], 3, axis=2)
     w = (alpha * (0.25 + 0.75 * hm))[..., None]
     w = np.where((hm >= threshold)[..., None], w, 0.0)

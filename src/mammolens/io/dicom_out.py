@@ -29,6 +29,7 @@ import numpy as np
 
 from mammolens import __version__
 from mammolens.errors import InputError
+from mammolens.explain.colormap import blend_heatmap, heat_colormap  # noqa: F401 - re-exported
 
 NOT_CLINICAL = "NOT FOR CLINICAL USE"
 SERIES_NUMBERS = {"sr": 9001, "sc": 9002, "seg": 9003}
@@ -325,30 +326,6 @@ def _check_heatmap(heat: np.ndarray, ds: Any) -> np.ndarray:
             "map it to the original geometry first (load_heatmap(..., geometry='original'))"
         )
     return np.clip(np.nan_to_num(heat), 0.0, 1.0)
-
-
-def heat_colormap(v: np.ndarray) -> np.ndarray:
-    """A perceptual 'inferno'-like ramp without matplotlib: (H, W) in [0,1] -> (H, W, 3)."""
-    stops = np.array(
-        [[0.0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1.0, 252, 255, 164]],
-        dtype=np.float32,
-    )
-    out = np.empty(v.shape + (3,), dtype=np.float32)
-    for ch in range(3):
-        out[..., ch] = np.interp(v, stops[:, 0], stops[:, ch + 1])
-    return out
-
-
-def blend_heatmap(grey01: np.ndarray, heat01: np.ndarray, *, opacity: float = 0.45) -> np.ndarray:
-    """RGB uint8: the grey image with a colour heatmap blended where the map is high."""
-    peak = float(heat01.max())
-    norm = heat01 / peak if peak > 0 else heat01
-    alpha = opacity * np.clip((norm - 0.05) / 0.95, 0.0, 1.0)
-    alpha = alpha * (grey01 > 0.02)  # colour the breast, not the air around it
-    alpha = alpha[..., None]
-    rgb = heat_colormap(norm) / 255.0
-    grey = np.repeat(grey01[..., None], 3, axis=2)
-    return (np.clip((1 - alpha) * grey + alpha * rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def make_heatmap_secondary_capture(

@@ -90,6 +90,32 @@ class FileItem:
 class Chunk:
     rows: list[dict[str, Any]] = field(default_factory=list)
     qc: list[QCIssue] = field(default_factory=list)
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+
+REGION_COLUMNS = ["image_id", "rank", "score", "x0", "y0", "x1", "y1", "peak_x", "peak_y", "kind"]
+
+
+def _overlay_base(predictor: Any, item: FileItem, img: np.ndarray, tf: Any, orig: np.ndarray | None) -> np.ndarray:
+    """The grey image an overlay is drawn on, always in the ORIGINAL geometry and orientation.
+
+    A cached image (cropped, flipped, scaled) is replaced by its source file, read as
+    predict would read it; when that is unreadable, the cached image is mapped back with
+    the transform (un-pad, un-scale, un-flip, un-crop; black outside the breast crop), so
+    a right breast never appears mirrored.
+    """
+    if orig is not None and orig.shape == (tf.orig_h, tf.orig_w):
+        return orig
+    if item.source == "cache" and item.path and Path(item.path).is_file():
+        try:
+            from mammolens.io.images import read_image
+
+            px = np.asarray(read_image(item.path, voi=predictor.settings.window).pixels, dtype=np.float32)
+            if px.shape == (tf.orig_h, tf.orig_w):
+                return px
+        except (MammolensError, ValueError, OSError):
+            pass
+    return tf.inverse_array(img, interpolation="linear")
 
 
 def _safe(image_id: str) -> str:
@@ -126,9 +152,14 @@ def score_items(
     batch_size: int = 8,
     gradcam: bool | None = None,
     on_item: Any = None,
+    top_k: int = 3,
 ) -> Iterator[Chunk]:
-    """Score ``items`` in chunks of ``batch_size``; yield each chunk's rows and QC issues."""
-    from mammolens.data.heatmap_io import save_heatmaps
+    """Score ``items`` in chunks of ``batch_size``; yield each chunk's rows and QC issues.
+
+    With ``heatmaps_dir``, also the ``top_k`` highest-scoring regions of each image's
+    overlay map (boxes in original pixel coordinates; :func:`~mammolens.data.heatmap_io.top_regions`).
+    """
+    from mammolens.data.heatmap_io import save_heatmaps, top_regions
     from mammolens.explain.heatmaps import overlay_png
 
     # absolute: the predictions table is read from other folders (evaluate resolves relative
@@ -160,12 +191,12 @@ def score_items(
                 if hdir is not None:
                     name = _safe(item.image_id)
                     heat = str(save_heatmaps(hdir / f"{name}.npz", res.maps, tf))
-                    hm = res.maps.get(kind, res.maps["localization"])
-                    if orig is not None and orig.shape == (tf.orig_h, tf.orig_w):
-                        base, hm_img = orig, tf.inverse_array(hm)
-                    else:
-                        base, hm_img = img, hm
-                    over = str(overlay_png(hdir / f"{name}.png", base, hm_img, max_side=predictor.config.predict.overlay_max_side))
+                    used = kind if kind in res.maps else "localization"
+                    hm = res.maps[used]
+                    base = _overlay_base(predictor, item, img, tf, orig)
+                    over = str(overlay_png(hdir / f"{name}.png", base, tf.inverse_array(hm), max_side=predictor.config.predict.overlay_max_side))
+                    for reg in top_regions(hm, top_k, transform=tf):
+                        chunk.regions.append({"image_id": item.image_id, **reg, "kind": used})
                 chunk.rows.append(
                     {
                         "image_id": item.image_id,
@@ -299,6 +330,9 @@ def _output_paths(out: str | Path) -> dict[str, Path]:
         "partial": Path(f"{stem}.partial.csv"),
         "breast": Path(f"{stem}_breast.csv"),
         "exam": Path(f"{stem}_exam.csv"),
+        "regions": Path(f"{stem}_regions.csv"),
+        "regions_partial": Path(f"{stem}_regions.partial.csv"),
+        "heatmaps": Path(f"{stem}_heatmaps"),
         "qc": out.parent / "qc.csv",
     }
 
@@ -316,6 +350,10 @@ def predict(
     gradcam: bool | None = None,
     progress: bool = True,
     resume: bool = True,
+    top_k: int = 3,
+    dicom_out: str | Path | None = None,
+    stow: str | None = None,
+    operating_point: float = 0.5,
 ) -> pd.DataFrame:
     """Score inputs with a trained run and write the prediction tables.
 
@@ -342,18 +380,39 @@ def predict(
         Compute Grad-CAM maps (default: the run's ``predict.gradcam``).
     resume
         Continue an interrupted run from ``PREDICTIONS.partial.csv``.
+    top_k
+        With heatmaps: the ``top_k`` highest-scoring regions per image go to
+        ``PREDICTIONS_regions.csv`` (boxes in original pixel coordinates).
+    dicom_out
+        Write, per study, the DICOM objects the service sends to PACS (TID 1500 SR,
+        heatmap secondary captures, Segmentations) to ``dicom_out/<StudyInstanceUID>/``
+        (DICOM inputs only). Needs heatmaps: without ``heatmaps_dir`` they go to
+        ``PREDICTIONS_heatmaps/``.
+    stow
+        A DICOMweb URL: store those objects there too (STOW-RS).
+    operating_point
+        The score at or above which the SR asserts a finding (the service's default too).
 
     Returns
     -------
     pandas.DataFrame
         The image-level table. ``df.attrs`` holds ``qc`` (QCTable), ``qc_path``,
-        ``breast_path``, ``exam_path``, ``n_rejected``.
+        ``breast_path``, ``exam_path``, ``regions_path`` (None without heatmaps),
+        ``dicom`` (the ``--dicom-out`` summary or None), ``n_rejected``.
     """
     from mammolens.predict.predictor import Predictor, load_predictor
 
     predictor = run if isinstance(run, Predictor) else load_predictor(run, device=device)
     if batch_size < 1:
         raise ConfigError("batch size must be at least 1")
+    if top_k < 0:
+        raise ConfigError(f"top-k must be >= 0, got {top_k}")
+    if not 0.0 <= float(operating_point) <= 1.0:
+        raise ConfigError(f"operating point must be in [0, 1], got {operating_point}")
+    if stow and dicom_out is None:
+        raise ConfigError("--stow sends the DICOM results: give --dicom-out DIR too")
+    if stow and not str(stow).startswith(("http://", "https://")):
+        raise ConfigError(f"--stow must be a DICOMweb URL (http(s)://...), got {stow!r}")
     if isinstance(inputs, str | Path):
         inputs = [inputs]
     cache_obj = None
@@ -370,6 +429,9 @@ def predict(
     items, qc = collect_inputs(list(inputs), cache=cache_obj, split=split)
     paths = _output_paths(out)
     paths["images"].parent.mkdir(parents=True, exist_ok=True)
+    if dicom_out is not None and heatmaps_dir is None:
+        heatmaps_dir = paths["heatmaps"]  # the DICOM overlays and segmentations need the maps
+    rpart = paths["regions_partial"]
 
     done: set[str] = set()
     part = paths["partial"]
@@ -384,6 +446,8 @@ def predict(
             part.unlink()
     elif part.exists():
         part.unlink()
+    if not part.exists():
+        rpart.unlink(missing_ok=True)
     todo = [it for it in items if it.path not in done and it.image_id not in done]
 
     bar = None
@@ -396,10 +460,14 @@ def predict(
         task = bar.add_task("predict", total=len(todo))
     try:
         new_file = not part.exists()
-        with part.open("a", newline="", encoding="utf-8") as fh:
+        new_regions = not rpart.exists()
+        with part.open("a", newline="", encoding="utf-8") as fh, rpart.open("a", newline="", encoding="utf-8") as rfh:
             writer = csv.DictWriter(fh, fieldnames=_STREAM_COLUMNS)
+            rwriter = csv.DictWriter(rfh, fieldnames=REGION_COLUMNS)
             if new_file:
                 writer.writeheader()
+            if new_regions:
+                rwriter.writeheader()
             for chunk in score_items(
                 predictor,
                 todo,
@@ -408,7 +476,11 @@ def predict(
                 batch_size=batch_size,
                 gradcam=gradcam,
                 on_item=(lambda: bar.advance(task)) if bar is not None else None,
+                top_k=top_k,
             ):
+                # regions first: a row in the table means its regions are on disk
+                rwriter.writerows(chunk.regions)
+                rfh.flush()
                 writer.writerows(chunk.rows)
                 fh.flush()
                 qc.extend(chunk.qc)
@@ -426,13 +498,30 @@ def predict(
     os.replace(tmp, paths["images"])
     breast_table(df).to_csv(paths["breast"], index=False)
     exam_table(df).to_csv(paths["exam"], index=False)
+    regions_path = None
+    if heatmaps_dir is not None:
+        reg = pd.read_csv(rpart, dtype={"image_id": str}, keep_default_na=False)
+        reg = reg[reg["image_id"].isin(set(df["image_id"]))].drop_duplicates(["image_id", "rank"], keep="last")
+        order = {iid: i for i, iid in enumerate(df["image_id"])}
+        reg = reg.sort_values(["image_id", "rank"], key=lambda c: c.map(order) if c.name == "image_id" else c)
+        reg.to_csv(paths["regions"], index=False)
+        regions_path = str(paths["regions"])
+    dicom = None
+    if dicom_out is not None:
+        from mammolens.predict.dicom_results import write_dicom_results
+
+        dicom, dqc = write_dicom_results(df, dicom_out, model_name=predictor.name, operating_point=operating_point, stow=stow)
+        qc.extend(dqc)
     qc.write_csv(paths["qc"])
     part.unlink(missing_ok=True)
+    rpart.unlink(missing_ok=True)
     df.attrs.update(
         qc=qc,
         qc_path=str(paths["qc"]),
         breast_path=str(paths["breast"]),
         exam_path=str(paths["exam"]),
+        regions_path=regions_path,
+        dicom=dicom,
         n_rejected=len(qc.rejected),
         model=predictor.name,
         checkpoint=str(predictor.checkpoint),

@@ -168,7 +168,7 @@ def heatmap_png(
     heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.2
 ) -> bytes:
     """RGBA PNG of ``heat`` (original geometry, [0, 1]) sized like :func:`render_png`."""
-    from mammolens.io.dicom_out import heat_colormap
+    from mammolens.explain.colormap import heat_colormap
 
     h, w = _target_size(*d.raw.shape, max_h)
     hm = _resize(np.asarray(heat, dtype=np.float32), (h, w))

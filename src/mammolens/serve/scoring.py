@@ -15,10 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
+from mammolens.data.heatmap_io import PREFERRED_KINDS, heatmap_original, heatmap_peak  # noqa: F401 - one owner
 from mammolens.errors import CheckpointError
 
 #: heatmap kinds shown by the viewer, in order of preference
-PREFERRED_KINDS = ("localization", "attention", "gradcam")
 
 
 @dataclass(frozen=True)
@@ -115,24 +115,6 @@ def match_rows(df, paths: list[Path]) -> dict[Path, ImageResult]:
             heatmap=hm_path,
         )
     return out
-
-
-def heatmap_original(path: str | Path) -> tuple[np.ndarray, str]:
-    """The preferred heatmap of a ``.npz`` mapped onto the original image, and its kind."""
-    from mammolens.data.heatmap_io import heatmap_kinds, load_heatmap
-
-    kinds = heatmap_kinds(path)
-    kind = next((k for k in PREFERRED_KINDS if k in kinds), kinds[0] if kinds else None)
-    if kind is None:
-        raise ValueError(f"{path}: no heatmap arrays")
-    arr, _ = load_heatmap(path, kind, geometry="original")
-    return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), kind
-
-
-def heatmap_peak(arr: np.ndarray) -> tuple[float, float]:
-    """``(x, y)`` of the heatmap maximum (pixel centre, original coordinates)."""
-    i, j = np.unravel_index(int(np.argmax(arr)), arr.shape)
-    return float(j) + 0.5, float(i) + 0.5
 
 
 def write_untrained_run(
