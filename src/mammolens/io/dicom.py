@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mammolens.errors import InputError
+from mammolens.io.loaded import LoadedImage, implausible_size
 
 __all__ = [
     "MG_SOP_CLASSES",
@@ -56,10 +57,6 @@ MG_SOP_CLASSES = {
 }
 #: Breast Tomosynthesis / Breast Projection X-Ray images (not 2-D FFDM)
 _DBT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"}
-
-#: largest plausible matrix side (pixels); mammography detectors are < 6000
-MAX_SIDE = 12000
-MIN_SIDE = 16
 
 _MANUFACTURERS: list[tuple[str, str]] = [
     # (regex on the lower-cased raw value, canonical name); order matters
@@ -453,7 +450,7 @@ def validate_mammogram(meta: dict[str, Any], path: str | Path | None = None, *, 
     rows, cols = int(meta.get("rows") or 0), int(meta.get("columns") or 0)
     if rows <= 0 or cols <= 0:
         raise InputError(path, f"zero image dimensions (Rows={rows}, Columns={cols})")
-    if rows < MIN_SIDE or cols < MIN_SIDE or rows > MAX_SIDE or cols > MAX_SIDE:
+    if implausible_size(rows, cols):
         raise InputError(path, f"implausible image dimensions for a mammogram (Rows={rows}, Columns={cols})")
     photometric = meta.get("photometric", "")
     if photometric not in SUPPORTED_PHOTOMETRIC:
@@ -582,8 +579,6 @@ def read_dicom(
         For any unreadable, truncated or unsupported file (named, with the reason).
     """
     from pydicom.pixels import apply_modality_lut, apply_voi
-
-    from mammolens.io.images import LoadedImage
 
     ds = _read_header(path, stop_before_pixels=False)
     meta = read_dicom_metadata(path, dataset=ds)

@@ -9,34 +9,19 @@ bits, e.g. a PGM with maxval 4095 or a PNG sBIT chunk).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mammolens.errors import InputError
+from mammolens.io.loaded import MAX_SIDE, LoadedImage, implausible_size
 
 __all__ = ["LoadedImage", "read_image", "read_mask_file", "sniff_format", "MAX_SIDE"]
-
-MAX_SIDE = 12000
-MIN_SIDE = 8
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _JPEG_SIG = b"\xff\xd8\xff"
-
-
-@dataclass
-class LoadedImage:
-    """A decoded image: ``pixels`` float32 (H, W) in [0, 1] (dense tissue bright) and ``meta``."""
-
-    pixels: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
 
 def sniff_format(path: str | Path) -> str:
@@ -71,7 +56,7 @@ def _check_dims(path: Path, arr: np.ndarray) -> None:
     h, w = arr.shape
     if h == 0 or w == 0:
         raise InputError(path, f"zero image dimensions ({h}x{w})")
-    if h < MIN_SIDE or w < MIN_SIDE or h > MAX_SIDE or w > MAX_SIDE:
+    if implausible_size(h, w):
         raise InputError(path, f"implausible image dimensions ({h}x{w})")
 
 
