@@ -113,7 +113,9 @@ def stage_breakdown(files: list[tuple[Path, str]], settings, repeats: int) -> di
     import cv2
     import pydicom
 
-    from mammolens.data.preprocess import _save_npy_atomic, encode_image, preprocess_image
+    from mammolens.data.cache import encode_image
+    from mammolens.data.cache import save_npy_atomic as _save_npy_atomic
+    from mammolens.data.preprocess import preprocess_image
     from mammolens.io.images import read_image
 
     cv2.setNumThreads(1)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammolens.data.cache import CacheError, open_cache
+from mammolens.data.cache import INDEX_COLUMNS, CacheError, open_cache
 from mammolens.data.manifest import REQUIRED_COLUMNS
-from mammolens.data.preprocess import INDEX_COLUMNS, PreprocessSettings, preprocess_manifest
+from mammolens.data.preprocess import PreprocessSettings, preprocess_manifest
 
 cv2 = pytest.importorskip("cv2")
 
@@ -275,7 +275,7 @@ def test_relative_mask_lesions_resolve_against_the_manifest_folder(tmp_path):
 
 def test_one_writer_per_cache(tmp_path):
     pytest.importorskip("fcntl")
-    from mammolens.data.preprocess import _CacheLock
+    from mammolens.data.cache import CacheLock as _CacheLock
     from mammolens.errors import MammolensError
 
     df = _manifest(tmp_path, n=1, bad=False)

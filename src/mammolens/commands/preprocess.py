@@ -40,7 +40,8 @@ def preprocess(
     from pydantic import ValidationError
 
     from mammolens.data.manifest import read_manifest
-    from mammolens.data.preprocess import PreprocessSettings, parse_size, preprocess_manifest
+    from mammolens.data.preprocess import preprocess_manifest
+    from mammolens.data.preprocess_settings import PreprocessSettings, parse_size
     from mammolens.errors import EXIT_USAGE
 
     try:

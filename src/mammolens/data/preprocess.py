@@ -52,158 +52,46 @@ References
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
-import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# the cache's on-disk format is data.cache's, the settings data.preprocess_settings'; the
+# names imported "as" themselves moved from here and stay importable from here
+from mammolens.data.cache import ARRAYS_DIR as ARRAYS_DIR
+from mammolens.data.cache import INDEX_COLUMNS as INDEX_COLUMNS
+from mammolens.data.cache import (
+    INDEX_FILE,
+    QC_FILE,
+    SETTINGS_FILE,
+    array_relpath,
+    encode_image,
+    input_fingerprint,
+    mask_relpath,
+    read_index_rows,
+    write_index,
+)
+from mammolens.data.cache import CacheLock as _CacheLock
+from mammolens.data.cache import IndexWriter as _IndexWriter
+from mammolens.data.cache import decode_image as decode_image
+from mammolens.data.cache import is_fresh as _is_fresh
+from mammolens.data.cache import safe_name as safe_name
+from mammolens.data.cache import save_npy_atomic as _save_npy_atomic
+from mammolens.data.cache import write_text_atomic as _write_text_atomic
 from mammolens.data.lesions import Lesion, parse_lesions, rasterize_lesions, rebase_mask_paths
+from mammolens.data.preprocess_settings import PREPROCESS_VERSION, PreprocessSettings
+from mammolens.data.preprocess_settings import parse_size as parse_size
 from mammolens.data.transform import Transform
 from mammolens.errors import InputError, MammolensError
 from mammolens.qc import QCTable
 
-#: bump when the algorithm changes in a way that changes the cached pixels
-PREPROCESS_VERSION = 1
 QC_STAGE = "preprocess"
-
-#: columns of CACHE/index.csv
-INDEX_COLUMNS = [
-    "image_id",
-    "status",  # ok | rejected
-    "file",  # image array, relative to the cache folder ("" when rejected)
-    "mask_file",  # mask array, relative ("" when no lesions)
-    "height",
-    "width",
-    "has_mask",  # 0 | 1
-    "transform",  # Transform JSON
-    "flags",  # ';'-separated QC flags
-    "reason",  # why rejected
-    "path",  # the input file
-    "fingerprint",  # hash of (path, size, mtime)
-    "key",  # PreprocessSettings.key()
-    "seconds",  # processing time
-]
-
-INDEX_FILE = "index.csv"
-SETTINGS_FILE = "settings.json"
-QC_FILE = "qc.csv"
-ARRAYS_DIR = "arrays"
-
-
-# ----------------------------------------------------------------------------------------
-# settings
-# ----------------------------------------------------------------------------------------
-class PreprocessSettings(BaseModel):
-    """How images are turned into cache images; part of every cache key.
-
-    Attributes
-    ----------
-    size
-        ``(H, W)`` of the cache image.
-    dtype
-        Storage type of the cached image: ``uint16`` (exact to 1/65535) or ``float16``.
-    window
-        ``"auto"``: the reader's default display window (DICOM VOI LUT / first window;
-        full range for PNG/PGM); an integer ``N``: the N-th (0-based) DICOM window.
-    threshold
-        Breast segmentation threshold: ``"otsu"`` (default), ``"triangle"`` (lower: keeps
-        more of a faint skin line, but also film background on digitised film), or a fixed
-        value in (0, 1) on the display-ready image.
-    low_threshold
-        Hysteresis for the skin line: the breast found at ``threshold`` grows into the
-        connected region above ``low_threshold x threshold`` (0 disables; Otsu only: the
-        triangle threshold already sits at the foot of the background peak).
-    crop
-        Crop to the breast (``False``: keep the whole image; flipping still applies).
-    mask_background
-        Set everything outside the (slightly dilated) breast mask to ``pad_value``: this
-        removes burned-in labels and markers that fall inside the breast's bounding box.
-    margin
-        Margin added around the breast's bounding box, as a fraction of the image's long
-        side.
-    seg_size
-        Long side (pixels) of the downsampled copy the segmentation runs on.
-    min_breast_fraction
-        The breast must cover at least this fraction of the image, else the image is
-        rejected as "no breast found".
-    flip_to
-        Where the chest wall goes: ``"left"`` (default), ``"right"``, or ``"none"`` (no
-        flipping).
-    pad_value
-        Value of the padding, in [0, 1].
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    size: tuple[int, int] = (1024, 512)
-    dtype: Literal["uint16", "float16"] = "uint16"
-    window: Literal["auto"] | int = "auto"
-    threshold: Literal["triangle", "otsu"] | float = "otsu"
-    low_threshold: float = Field(0.35, ge=0.0, lt=1.0)
-    crop: bool = True
-    mask_background: bool = True
-    margin: float = Field(0.01, ge=0.0, le=0.5)
-    seg_size: int = Field(512, ge=64, le=4096)
-    min_breast_fraction: float = Field(0.005, gt=0.0, lt=1.0)
-    flip_to: Literal["left", "right", "none"] = "left"
-    pad_value: float = Field(0.0, ge=0.0, le=1.0)
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _parse_size(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return parse_size(v)
-        return v
-
-    @field_validator("size")
-    @classmethod
-    def _check_size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if v[0] < 8 or v[1] < 8 or v[0] > 16384 or v[1] > 16384:
-            raise ValueError(f"size must be between 8 and 16384 pixels per side, got {v[0]}x{v[1]}")
-        return v
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _parse_window(cls, v: Any) -> Any:
-        if isinstance(v, str) and v.strip().lower() != "auto":
-            try:
-                v = int(v)
-            except ValueError:
-                raise ValueError(f"window must be 'auto' or a window index, got {v!r}") from None
-        if isinstance(v, int) and v < 0:
-            raise ValueError("window index must be >= 0")
-        return v
-
-    @model_validator(mode="after")
-    def _check_threshold(self) -> PreprocessSettings:
-        t = self.threshold
-        if isinstance(t, float) and not 0.0 < t < 1.0:
-            raise ValueError(f"a fixed threshold must be in (0, 1), got {t}")
-        return self
-
-    def key(self) -> str:
-        """A short stable hash (12 hex digits) of the settings and the algorithm version."""
-        payload = json.dumps({"v": PREPROCESS_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"HxW"`` (e.g. ``"1024x512"``) into ``(H, W)``."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
-    if not m:
-        raise ValueError(f"size must be HxW, e.g. 1024x512, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 # ----------------------------------------------------------------------------------------
@@ -599,149 +487,6 @@ def preprocess_image(
 
 
 # ----------------------------------------------------------------------------------------
-# the cache files
-# ----------------------------------------------------------------------------------------
-def safe_name(image_id: str) -> str:
-    """A file-system-safe, collision-free file stem for an image id."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
-    return f"{stem}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
-
-
-def array_relpath(image_id: str) -> str:
-    """Relative path of an image's array in the cache (sharded by a hash prefix)."""
-    shard = hashlib.sha1(image_id.encode()).hexdigest()[:2]
-    return f"{ARRAYS_DIR}/{shard}/{safe_name(image_id)}.npy"
-
-
-def mask_relpath(image_id: str) -> str:
-    return array_relpath(image_id)[: -len(".npy")] + ".mask.npy"
-
-
-def input_fingerprint(path: str | Path) -> str:
-    """Hash of the input file's absolute path, size and modification time ("missing" if absent)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return "missing"
-    text = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def encode_image(img: np.ndarray, dtype: str) -> np.ndarray:
-    """Float [0, 1] image -> stored array (uint16 scaled by 65535, or float16)."""
-    if dtype == "uint16":
-        return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-    return img.astype(np.float16)
-
-
-def decode_image(arr: np.ndarray) -> np.ndarray:
-    """Stored array -> float32 image in [0, 1]."""
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) * np.float32(1.0 / 65535.0)
-    return arr.astype(np.float32)
-
-
-def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_index_rows(path: Path) -> list[dict[str, str]]:
-    """Read index.csv rows, tolerating a last line cut by a kill (it is dropped)."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    rows = []
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header != INDEX_COLUMNS:
-        if header is None:
-            return []
-        raise MammolensError(f"{path}: not a mammolens cache index (unexpected columns)")
-    for rec in reader:
-        if len(rec) == len(INDEX_COLUMNS):
-            rows.append(dict(zip(INDEX_COLUMNS, rec, strict=True)))
-    return rows
-
-
-class _IndexWriter:
-    """Appends complete lines to index.csv (repairing a cut last line first)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.exists() and path.stat().st_size > 0:
-            with path.open("rb+") as fh:
-                data = fh.read()
-                if not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
-            self.fh = path.open("a", newline="", encoding="utf-8")
-        else:
-            self.fh = path.open("w", newline="", encoding="utf-8")
-            csv.writer(self.fh).writerow(INDEX_COLUMNS)
-        self.writer = csv.writer(self.fh)
-        self._last_sync = time.monotonic()
-
-    def write(self, row: dict[str, Any]) -> None:
-        buf = io.StringIO()
-        csv.writer(buf).writerow([row.get(c, "") for c in INDEX_COLUMNS])
-        self.fh.write(buf.getvalue())  # one write per complete line
-        self.fh.flush()
-        if time.monotonic() - self._last_sync > 2.0:
-            os.fsync(self.fh.fileno())
-            self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self.fh.closed:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            self.fh.close()
-
-
-class _CacheLock:
-    """An exclusive advisory lock on CACHE/.lock: one writer per cache folder at a time."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        self.fh = (cache_dir / ".lock").open("a+")
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory locks
-            return
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise MammolensError(
-                f"{cache_dir}: another `mammolens preprocess` is writing this cache; wait for it or use another --out"
-            ) from None
-
-    def release(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()  # closing drops the lock
-
-
-def write_index(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite index.csv atomically."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(INDEX_COLUMNS)
-    for r in rows:
-        w.writerow([r.get(c, "") for c in INDEX_COLUMNS])
-    _write_text_atomic(path, buf.getvalue())
-
-
-# ----------------------------------------------------------------------------------------
 # the manifest
 # ----------------------------------------------------------------------------------------
 @dataclass
@@ -904,16 +649,6 @@ def peak_rss_mb() -> float:
     except (ImportError, OSError):  # pragma: no cover - non-Unix
         return 0.0
     return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024
-
-
-def _is_fresh(row: dict[str, str] | None, fingerprint: str, key: str, cache_dir: Path) -> bool:
-    if row is None or row.get("key") != key or row.get("fingerprint") != fingerprint:
-        return False
-    if row.get("status") == "rejected":
-        return True
-    if row.get("status") != "ok" or not row.get("file") or not (cache_dir / row["file"]).exists():
-        return False
-    return not (row.get("mask_file") and not (cache_dir / row["mask_file"]).exists())
 
 
 def preprocess_manifest(

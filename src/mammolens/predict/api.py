@@ -119,7 +119,7 @@ def _overlay_base(predictor: Any, item: FileItem, img: np.ndarray, tf: Any, orig
 
 
 def _safe(image_id: str) -> str:
-    from mammolens.data.preprocess import safe_name
+    from mammolens.data.cache import safe_name
 
     return safe_name(image_id)
 
