@@ -125,6 +125,10 @@ def test_interpretability(run: dict) -> None:
     thr = g["threshold"]
     assert all(x["score"] >= thr for x in g["true_positive"] + g["false_positive"])
     assert all(x["score"] < thr for x in g["false_negative"])
+    # captions: laterality, view, score and truth
+    for x in g["true_positive"] + g["false_negative"] + g["false_positive"]:
+        assert x["laterality"] in ("L", "R") and x["view"] and x["label"] in (0, 1)
+    assert all(x["label"] == 1 for x in g["true_positive"] + g["false_negative"])
 
 
 def test_calibration(run: dict) -> None:

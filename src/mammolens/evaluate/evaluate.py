@@ -713,31 +713,6 @@ def reader_section(reads: pd.DataFrame, tabs: dict[str, pd.DataFrame], *, src: s
 
 
 # ----------------------------------------------------------------------------- interpretability
-def _heatmap_array(path: str, kind: str | None) -> tuple[np.ndarray, Any, str]:
-    """A heatmap in cache geometry for the gallery's thumbnails (localisation is scored in original)."""
-    from mammolens.data.heatmap_io import choose_kind, load_heatmap
-
-    try:
-        kind = choose_kind(path, kind)
-    except KeyError as e:
-        raise EvaluationError(str(e).strip("'\"")) from None
-    arr, tf = load_heatmap(path, kind, geometry="cache")
-    return arr, tf, kind
-
-
-def _lesion_mask(lesions: str, tf: Any, base_dir: Path | None) -> np.ndarray | None:
-    from mammolens.data.lesions import MASK_MALIGNANT, parse_lesions, rasterize_lesions
-
-    try:
-        les = [le for le in parse_lesions(lesions) if le.pathology == "malignant"]
-    except (ValueError, TypeError):
-        return None
-    if not les:
-        return None
-    m = rasterize_lesions(les, (tf.out_h, tf.out_w), transform=tf, base_dir=base_dir) == MASK_MALIGNANT
-    return m if m.any() else None
-
-
 def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path | None,
                          threshold: float = 0.5) -> tuple[dict[str, Any], pd.DataFrame]:
     """Pointing-game hit rate, Dice, IoU and FROC of the heatmaps of malignant images with annotations.
@@ -799,8 +774,11 @@ def localisation_section(img: pd.DataFrame, *, kind: str | None, base_dir: Path 
 
 
 def _thumbnail(row: Any, *, kind: str | None, base_dir: Path | None, size: int = 240) -> Any:
-    """An overlay thumbnail (PIL image): the predict overlay PNG, else image + heatmap."""
+    """An overlay thumbnail (PIL image) in the original geometry: the predict overlay PNG,
+    else :func:`mammolens.explain.thumbnails.overlay_thumbnail` (image + heatmap + lesions)."""
     from PIL import Image
+
+    from mammolens.explain.thumbnails import overlay_thumbnail
 
     ov = getattr(row, "overlay", "")
     if isinstance(ov, str) and ov and Path(ov).exists():
@@ -810,34 +788,10 @@ def _thumbnail(row: Any, *, kind: str | None, base_dir: Path | None, size: int =
     hp = getattr(row, "heatmap", "")
     if not isinstance(hp, str) or not hp or not Path(hp).exists():
         return None
-    import matplotlib
-
-    heat, tf, _ = _heatmap_array(hp, kind)
-    base = None
     try:
-        from mammolens.io import read_image
-
-        px = read_image(row.path).pixels
-        base = tf.forward_array(px.astype(np.float32), interpolation="area")
-    except Exception:  # noqa: BLE001 - the image may be unreadable here; show the heatmap alone
-        base = np.zeros_like(heat)
-    h = heat / heat.max() if heat.max() > 0 else heat
-    rgb = np.stack([base] * 3, axis=-1)
-    cm = matplotlib.colormaps["jet"](h)[..., :3]
-    alpha = 0.45 * h[..., None]
-    img = (1 - alpha) * rgb + alpha * cm
-    mask = _lesion_mask(getattr(row, "lesions", ""), tf, base_dir)
-    if mask is not None:
-        import cv2
-
-        cnts, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        img8 = np.ascontiguousarray((img * 255).astype(np.uint8))
-        cv2.drawContours(img8, cnts, -1, (0, 255, 0), 1)
-        im = Image.fromarray(img8)
-    else:
-        im = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
-    im.thumbnail((size, size))
-    return im
+        return overlay_thumbnail(getattr(row, "path", None), hp, kind=kind, lesions=getattr(row, "lesions", ""), base_dir=base_dir, size=size)
+    except KeyError as e:
+        raise EvaluationError(str(e).strip("'\"")) from None
 
 
 def gallery_section(img: pd.DataFrame, threshold: float, *, n: int, kind: str | None, base_dir: Path | None, out_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -852,7 +806,8 @@ def gallery_section(img: pd.DataFrame, threshold: float, *, n: int, kind: str | 
         items = []
         for r in d.head(n).itertuples(index=False):
             im = _thumbnail(r, kind=kind, base_dir=base_dir)
-            entry = {"image_id": r.image_id, "score": float(r.score), "file": None}
+            entry = {"image_id": r.image_id, "score": float(r.score), "label": int(r.label), "file": None,
+                     "laterality": str(getattr(r, "laterality", "") or ""), "view": str(getattr(r, "view", "") or "")}
             if im is not None:
                 p = out_dir / "gallery" / f"{name}_{len(items) + 1}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
