@@ -94,7 +94,7 @@ def test_ingest_relative_paths(good, tmp_path):
 
 
 def test_registry():
-    assert set(ADAPTERS) == {"dicom", "mias", "cbis-ddsm", "vindr", "rsna", "inbreast", "cmmd", "csv"}
+    assert set(ADAPTERS) == {"dicom", "mias", "cbis-ddsm", "vindr", "rsna", "inbreast", "cmmd", "embed", "csv"}
     for name in ADAPTERS:
         a = get_adapter(name)
         assert a.doc.strip() and a.summary and callable(a.load)

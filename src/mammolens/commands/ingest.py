@@ -19,7 +19,7 @@ from mammolens.commands._common import (
 
 
 def ingest(
-    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, cmmd, csv."),
+    format: str = typer.Argument(..., metavar="FORMAT", help="Source format: dicom, mias, cbis-ddsm, vindr, rsna, inbreast, cmmd, embed, csv."),
     source: Path = typer.Argument(..., help="The dataset's folder (for csv: the table file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (.csv or .parquet); QC table goes to <stem>_qc.csv beside it."),
     annotations: Path | None = typer.Option(None, "--annotations", "-a", help="dicom: CSV/xlsx of labels/lesions joined on sop_instance_uid, path, image_id, or per breast on patient_id + laterality [+ study_id]; cmmd: the clinical sheet (default: found in SOURCE)."),
@@ -27,7 +27,7 @@ def ingest(
     malignant_birads: str | None = typer.Option(None, "--malignant-birads", help="vindr/inbreast: BI-RADS categories counted as the malignant proxy, e.g. '4,5' or '4c,5,6'."),
     table: str | None = typer.Option(None, "--table", help="rsna: the table inside SOURCE (default train.csv)."),
     images_dir: str | None = typer.Option(None, "--images-dir", help="rsna: the image folder inside SOURCE (default train_images)."),
-    read_headers: bool | None = typer.Option(None, "--read-headers/--no-read-headers", help="rsna/vindr/cbis-ddsm/inbreast: read each DICOM header (manufacturer, size; default) or only check the file exists."),
+    read_headers: bool | None = typer.Option(None, "--read-headers/--no-read-headers", help="rsna/vindr/cbis-ddsm/inbreast/embed: read each DICOM header (manufacturer, size; default) or only check the file exists."),
     workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="dicom/cmmd: threads reading DICOM headers (helps on network storage)."),
     no_check_files: bool = typer.Option(False, "--no-check-files", help="csv: do not check that image files exist."),
     relative_paths: bool = typer.Option(False, "--relative-paths", help="Write image paths relative to the manifest's folder (default absolute)."),

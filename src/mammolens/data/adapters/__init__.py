@@ -14,6 +14,7 @@ documents the exact layout it expects. Use :func:`get_adapter` or
 ``rsna``        RSNA Screening Mammography 2023 ``train.csv`` + DICOMs
 ``inbreast``    INbreast ``INbreast.csv`` + ``AllXML`` ROIs + ``AllDICOMs``
 ``cmmd``        CMMD (TCIA) DICOM tree + per-breast clinical sheet
+``embed``       EMBED (Emory) metadata + clinical tables + DICOM tree
 ``csv``         a generic table with a column mapping
 ==============  ===============================================================
 """
@@ -37,6 +38,7 @@ _MODULES: dict[str, str] = {
     "rsna": "rsna",
     "inbreast": "inbreast",
     "cmmd": "cmmd",
+    "embed": "embed",
     "csv": "csv_table",
 }
 
