@@ -165,9 +165,16 @@ def breast_mask(raw: np.ndarray, d: Display) -> np.ndarray:
 
 
 def heatmap_png(
-    heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.2
+    heat: np.ndarray, d: Display, *, max_h: int = 1024, hanging: bool = True, floor: float = 0.2, regions: int = 3
 ) -> bytes:
-    """RGBA PNG of ``heat`` (original geometry, [0, 1]) sized like :func:`render_png`."""
+    """RGBA PNG of ``heat`` (original geometry, [0, 1]) sized like :func:`render_png`.
+
+    The ``regions`` highest-scoring regions (:func:`mammolens.data.heatmap_io.top_regions`,
+    the same boxes ``predict`` lists) are outlined and numbered by rank.
+    """
+    import cv2
+
+    from mammolens.data.heatmap_io import top_regions
     from mammolens.explain.colormap import heat_colormap
 
     h, w = _target_size(*d.raw.shape, max_h)
@@ -181,6 +188,19 @@ def heatmap_png(
     alpha = np.clip((norm - floor) / (1.0 - floor), 0.0, 1.0) ** 0.8 * 255.0
     alpha *= breast_mask(_resize(d.raw, (h, w)), d)
     rgba = np.dstack([rgb, alpha]).astype(np.uint8)
-    if hanging and d.mirror:
+    mirror = hanging and d.mirror
+    if mirror:
         rgba = rgba[:, ::-1]
+    rgba = np.ascontiguousarray(rgba)
+    boxes = top_regions(hm, regions) if regions > 0 and hi - lo > 1e-6 else []
+    t = max(1, round(h / 400))
+    for reg in boxes:
+        x0, x1 = (w - reg["x1"], w - reg["x0"]) if mirror else (reg["x0"], reg["x1"])
+        p0, p1 = (int(x0), int(reg["y0"])), (max(int(x0), int(x1) - 1), max(int(reg["y0"]), int(reg["y1"]) - 1))
+        # a light box with a dark halo: visible on bright tissue and on the colour layer
+        cv2.rectangle(rgba, p0, p1, (0, 0, 0, 255), t + 2)
+        cv2.rectangle(rgba, p0, p1, (120, 230, 255, 255), t)
+        org = (p0[0] + 2 * t, max(p0[1] - 3 * t, 12 * t))
+        cv2.putText(rgba, str(reg["rank"]), org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * t, (0, 0, 0, 255), t + 2, cv2.LINE_AA)
+        cv2.putText(rgba, str(reg["rank"]), org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * t, (120, 230, 255, 255), t, cv2.LINE_AA)
     return _png(np.ascontiguousarray(rgba), "RGBA")

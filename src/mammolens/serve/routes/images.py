@@ -78,6 +78,7 @@ async def heatmap(
     user: CurrentUser = Depends(current_user),
     max_h: int = Query(1024, ge=64, le=4096),
     hanging: bool = True,
+    regions: int = Query(3, ge=0, le=10),
 ) -> Response:
     svc = service(request)
     im, lat = _image(request, image_id, user, need_ai=True)
@@ -89,6 +90,6 @@ async def heatmap(
     def _render() -> bytes:
         d = load_display(img_path, lat)
         arr, _kind = heatmap_original(hm_path)
-        return heatmap_png(arr, d, max_h=max_h, hanging=hanging)
+        return heatmap_png(arr, d, max_h=max_h, hanging=hanging, regions=regions)
 
     return _png_response(await run_in_threadpool(_render))
