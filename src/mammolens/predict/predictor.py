@@ -12,7 +12,6 @@ training cache.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,32 +22,7 @@ import torch
 from mammolens.config import Config, config_from_dict
 from mammolens.data.transform import Transform
 from mammolens.errors import CheckpointError, ConfigError, InputError
-
-CKPT_NAMES = ("best.ckpt", "last.ckpt")
-
-
-def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
-    """A run folder -> its ``checkpoints/best.ckpt`` (else ``last.ckpt``); a file -> itself."""
-    p = Path(run_or_ckpt)
-    if p.is_dir():
-        for name in CKPT_NAMES:
-            for cand in (p / "checkpoints" / name, p / name):
-                if cand.is_file():
-                    return cand
-        raise CheckpointError(f"{p}: no checkpoint in this run folder (expected checkpoints/best.ckpt or last.ckpt)")
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint or run folder not found")
-    return p
-
-
-def _load_ckpt_file(path: Path) -> dict[str, Any]:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated, not a zip, foreign pickle...
-        raise CheckpointError(f"{path}: not a readable mammolens checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ck, dict) or "state_dict" not in ck:
-        raise CheckpointError(f"{path}: not a mammolens checkpoint (no 'state_dict'; was it written by `mammolens train`?)")
-    return ck
+from mammolens.run_folder import read_checkpoint, resolve_checkpoint
 
 
 @dataclass
@@ -210,26 +184,15 @@ def load_predictor(run_or_ckpt: str | Path, *, device: str = "cpu") -> Predictor
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for but no CUDA device is available")
-    path = resolve_checkpoint(run_or_ckpt)
-    ck = _load_ckpt_file(path)
-    hp = ck.get("hyper_parameters") or {}
-    cfg_d = hp.get("config")
-    meta = dict(ck.get("mammolens") or {})
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    if not meta and (run_dir / "meta.json").exists():
-        try:
-            meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
-        except ValueError:
-            meta = {}
-    if not isinstance(cfg_d, dict):
-        raise CheckpointError(f"{path}: checkpoint has no mammolens configuration (hyper_parameters.config)")
+    ck = read_checkpoint(run_or_ckpt)
+    path, meta = ck.path, ck.meta
     try:
-        cfg = config_from_dict(cfg_d, where=str(path))
+        cfg = config_from_dict(ck.config, where=str(path))
     except ConfigError as e:
         raise CheckpointError(f"{path}: incompatible configuration in checkpoint ({e})") from None
     mc = cfg.model
     model = create_model(mc.name, pretrained="none", **model_kwargs_from_config(mc))
-    sd = {k[len("model.") :]: v for k, v in ck["state_dict"].items() if k.startswith("model.")}
+    sd = ck.model_state
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:

@@ -133,7 +133,6 @@ def write_untrained_run(
     (``checkpoints/last.ckpt`` with ``state_dict``, ``hyper_parameters.config`` and the
     ``mammolens`` metadata), so :func:`mammolens.predict.load_predictor` loads it.
     """
-    import json
 
     import torch
 
@@ -141,6 +140,7 @@ def write_untrained_run(
     from mammolens.config import load_config
     from mammolens.data.preprocess import PreprocessSettings
     from mammolens.models import create_model, model_kwargs_from_config
+    from mammolens.run_folder import CKPT_DIR, LAST, checkpoint_payload, write_config, write_meta
 
     torch.manual_seed(seed)
     cfg = load_config(preset, overrides or {})
@@ -149,16 +149,11 @@ def write_untrained_run(
     meta = {"preprocess": pre.model_dump(mode="json"), "version": __version__, "untrained": True,
             "model": cfg.model.name, "manifest_hash": None}
     model = create_model(cfg.model.name, pretrained="none", **model_kwargs_from_config(cfg.model))
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}  # LightningModule layout
     run = Path(run_dir)
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"state_dict": state, "hyper_parameters": {"config": cfg_d, "pos_weight": None},
-         "mammolens": meta},
-        run / "checkpoints" / "last.ckpt",
-    )
-    (run / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (run / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint_payload(model.state_dict(), cfg_d, meta), run / CKPT_DIR / LAST)
+    write_meta(run, meta)
     import yaml
 
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg_d, sort_keys=False), encoding="utf-8")
+    write_config(run, yaml.safe_dump(cfg_d, sort_keys=False))
     return run

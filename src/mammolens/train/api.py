@@ -37,12 +37,7 @@ from mammolens.data.manifest import (
 )
 from mammolens.errors import ConfigError, ManifestError
 from mammolens.qc import QCTable
-
-CONFIG_FILE = "config.yaml"
-META_FILE = "meta.json"
-CKPT_DIR = "checkpoints"
-BEST = "best.ckpt"
-LAST = "last.ckpt"
+from mammolens.run_folder import BEST, CKPT_DIR, CONFIG_FILE, LAST, read_meta, write_meta
 
 
 @dataclass
@@ -144,19 +139,11 @@ def _check_split(df: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def _read_meta(run: Path) -> dict[str, Any]:
-    p = run / META_FILE
-    if not p.exists():
-        return {}
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_meta(run)
 
 
 def _write_meta(run: Path, meta: dict[str, Any]) -> None:
-    tmp = run / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, run / META_FILE)
+    write_meta(run, meta)
 
 
 def _history(run: Path) -> list[dict[str, Any]]:

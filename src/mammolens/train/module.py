@@ -15,6 +15,7 @@ from mammolens.config import Config, config_from_dict
 from mammolens.data.dataset import MammoDataset, class_weights_sampler
 from mammolens.errors import MammolensError
 from mammolens.models import create_model, model_kwargs_from_config
+from mammolens.run_folder import META_KEY
 from mammolens.train.losses import mammo_loss
 
 
@@ -154,10 +155,10 @@ class MammoLitModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["mammolens"] = self.meta
+        checkpoint[META_KEY] = self.meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.meta = dict(checkpoint.get("mammolens", self.meta))
+        self.meta = dict(checkpoint.get(META_KEY, self.meta))
 
 
 class EpochSeedCallback(pl.Callback):
