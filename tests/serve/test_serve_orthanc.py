@@ -65,8 +65,11 @@ def test_pull_score_and_store_back(orthanc_url: str, tiny_run: Path, tmp_path: P
     sources = {pydicom.dcmread(p).SOPInstanceUID for p in paths}
     refs = {g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for g in groups}
     assert refs == sources
-    # the overlay secondary captures (RGB) are there too, one per view
-    sc = [s for s in series if "overlay" in s.get("0008103E", {}).get("Value", [""])[0]]
-    assert len(sc) == 1
-    inst = pacs.search_for_instances(uid, sc[0]["0020000E"]["Value"][0])
-    assert len(inst) == 4
+    # the overlay secondary captures (RGB) are there too: one series per view (an SC's
+    # laterality is series-level), each referencing its source image
+    sc = [s for s in series if s["00080060"]["Value"][0] == "OT"]
+    assert len(sc) == 4
+    for ser in sc:
+        assert "heatmap" in ser.get("0008103E", {}).get("Value", [""])[0]
+        (ds,) = pacs.retrieve_series(uid, ser["0020000E"]["Value"][0])
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID in sources
