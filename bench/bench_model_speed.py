@@ -150,8 +150,8 @@ print(json.dumps({"n": n, "scored": len(df), "seconds": dt, "rss_before_mb": rss
 
 
 def predict_memory(work: Path, sizes: tuple[int, ...]) -> list[dict]:
+    from mammolens.testing.toydata import make_toy_cache, make_toy_cohort
     from mammolens.train.api import train
-    from mammolens.train.toydata import make_toy_cache, make_toy_cohort
 
     n_pat = (max(sizes) + 1) // 2
     manifest = make_toy_cohort(work / "cohort", n_patients=n_pat, size=(96, 80), mask_fraction=0.5, seed=0)

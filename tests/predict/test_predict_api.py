@@ -15,8 +15,8 @@ from torch import nn
 from mammolens.data.heatmap_io import heatmap_kinds, load_heatmap
 from mammolens.errors import CheckpointError
 from mammolens.predict import load_predictor, predict
+from mammolens.testing.toydata import make_toy_cache, make_toy_cohort
 from mammolens.train.api import train
-from mammolens.train.toydata import make_toy_cache, make_toy_cohort
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from mammolens.cli import app
 from mammolens.data.synthetic import synthesize_cohort
 from mammolens.predict import load_predictor, predict
 from mammolens.serve.scoring import write_untrained_run
-from mammolens.train.toydata import make_toy_cache, make_toy_cohort
+from mammolens.testing.toydata import make_toy_cache, make_toy_cohort
 
 
 @pytest.fixture(scope="module")

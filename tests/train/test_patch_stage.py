@@ -15,8 +15,8 @@ import mammolens.train.patch_pretrain as pp  # noqa: E402
 from mammolens.cli import app  # noqa: E402
 from mammolens.data.manifest import read_manifest, write_manifest  # noqa: E402
 from mammolens.errors import EXIT_ERROR, EXIT_REJECTED, ConfigError  # noqa: E402
+from mammolens.testing.toydata import make_toy_cache, make_toy_cohort  # noqa: E402
 from mammolens.train.patch_stage import pretrain_patches_from_cache  # noqa: E402
-from mammolens.train.toydata import make_toy_cache, make_toy_cohort  # noqa: E402
 
 FAST = ["--arch", "tiny", "--tiny-width", "4", "--patch-size", "24", "--per-lesion", "4", "--background", "2",
         "--epochs", "1", "--batch-size", "16", "--device", "cpu"]

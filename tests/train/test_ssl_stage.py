@@ -16,8 +16,8 @@ from mammolens.cli import app  # noqa: E402
 from mammolens.data.cache import Cache  # noqa: E402
 from mammolens.data.manifest import manifest_hash, read_manifest, write_manifest  # noqa: E402
 from mammolens.errors import EXIT_ERROR, EXIT_REJECTED, ConfigError  # noqa: E402
+from mammolens.testing.toydata import make_toy_cache, make_toy_cohort  # noqa: E402
 from mammolens.train.ssl_stage import pretrain_ssl_from_cache  # noqa: E402
-from mammolens.train.toydata import make_toy_cache, make_toy_cohort  # noqa: E402
 
 FAST = ["--arch", "tiny", "--tiny-width", "4", "--patch-size", "24", "--per-image", "2",
         "--epochs", "1", "--batch-size", "8", "--device", "cpu"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mammolens.errors import ConfigError, LeakageError, ManifestError
+from mammolens.testing.toydata import make_toy_cache, make_toy_cohort
 from mammolens.train.api import train
 from mammolens.train.module import MammoLitModule, NonFiniteLossError
-from mammolens.train.toydata import make_toy_cache, make_toy_cohort
 
 FAST = ["train.max_epochs=2", "data.batch_size=8", "train.log_every_n_steps=1"]
 
