@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test test-all test-slow lint bench venv system-deps clean
 
@@ -35,8 +36,9 @@ test-all: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
+## the benchmarks (bench/run_all.py; results in bench/results/); BENCH_ARGS=--quick for minutes
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
