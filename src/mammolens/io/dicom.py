@@ -2,9 +2,15 @@
 
 The pixel pipeline follows DICOM PS3.3 / PS3.4 (grayscale standard display pipeline):
 
-1. decode the stored values (native or compressed transfer syntax through the installed
-   plugins: python-gdcm for JPEG Lossless, pylibjpeg-openjpeg for JPEG 2000, pyjpegls /
-   gdcm for JPEG-LS, pydicom / pylibjpeg-rle for RLE; no GPL codec),
+1. decode the stored values. Decoders are chosen so that a corrupt stream fails as a
+   Python error where such a decoder exists for the syntax: pylibjpeg-openjpeg for
+   JPEG 2000 (pillow next), pyjpegls for JPEG-LS, pillow for JPEG baseline / extended,
+   pylibjpeg-rle for RLE (its Rust panics, ``BaseException``s, are caught). python-gdcm,
+   which aborts or segfaults on some corrupt streams, is used only where nothing else
+   decodes the syntax (JPEG Lossless), and then only inside a sandbox child process
+   (:mod:`mammolens.io.sandbox`). No GPL codec. The header is checked first
+   (:func:`check_pixel_header`): no pixel data, a pixel data length that contradicts
+   the declared dimensions, or absurd declared sizes are rejected before decoding,
 2. respect *Bits Stored* (mask the unused high bits of unsigned data, sign-extend signed
    data),
 3. the **Modality LUT** (Rescale Slope / Intercept or the Modality LUT Sequence,
@@ -39,10 +45,13 @@ import numpy as np
 
 from mammolens.errors import InputError
 from mammolens.io.loaded import LoadedImage, implausible_size
+from mammolens.io.sandbox import in_sandbox
 
 __all__ = [
     "MG_SOP_CLASSES",
     "canonical_manufacturer",
+    "check_pixel_header",
+    "decoding_plugin",
     "normalize_view",
     "parse_age",
     "read_dicom",
@@ -57,6 +66,16 @@ MG_SOP_CLASSES = {
 }
 #: Breast Tomosynthesis / Breast Projection X-Ray images (not 2-D FFDM)
 _DBT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"}
+
+#: largest declared matrix side / pixel count accepted from any header before decoding
+#: (a decoder would allocate what the header declares)
+MAX_DECLARED_SIDE = 16384
+MAX_DECLARED_PIXELS = 250_000_000
+
+#: transfer syntaxes whose Pixel Data is stored uncompressed (its length follows from the header)
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 _MANUFACTURERS: list[tuple[str, str]] = [
     # (regex on the lower-cased raw value, canonical name); order matters
@@ -253,20 +272,174 @@ def _read_header(path: str | Path, *, stop_before_pixels: bool = True):
     if p.stat().st_size == 0:
         raise InputError(p, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), p.open("rb") as fh:
             warnings.simplefilter("ignore")
             try:
-                ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+                ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
             except InvalidDicomError:
                 # no 128-byte preamble + 'DICM': accept only raw datasets that look like images
-                ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels, force=True)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
                     raise InputError(p, "not a DICOM file (no DICM preamble and no DICOM image tags)") from None
+            if stop_before_pixels:
+                # pydicom stops *at* the Pixel Data element: read its header while we are there
+                ds._mammolens_pixel_element = _pixel_element_at(fh, ds)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file
         raise InputError(p, f"not a readable DICOM file (truncated or corrupt header: {type(e).__name__}: {e})") from None
     return ds
+
+
+def _pixel_element_at(fh: Any, ds: Any) -> tuple[bool, int | None, int]:
+    """``(found, value length or None when undefined/unknown, bytes left in the file after
+    the element header)`` of the Pixel Data element starting at ``fh``'s position."""
+    import struct
+
+    ts = _transfer_syntax(ds)
+    if ts == _DEFLATED_SYNTAX:  # the position is inside the deflated stream: unknown
+        return True, None, -1
+    start = fh.tell()
+    head = fh.read(12)
+    fh.seek(0, 2)
+    end = fh.tell()
+    implicit = ts == "1.2.840.10008.1.2"
+    little = ts != "1.2.840.10008.1.2.2"
+    tag = b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10"
+    if len(head) < 8 or head[:4] != tag:
+        # stopped at the end of the file (no pixel data), or at Float / Double Float Pixel Data
+        found = len(head) >= 8 and head[:2] == tag[:2]
+        return found, None, -1
+    fmt = "<I" if little else ">I"
+    if implicit:
+        (length,) = struct.unpack(fmt, head[4:8])
+        hdr = 8
+    else:
+        if len(head) < 12:
+            return True, None, 0
+        (length,) = struct.unpack(fmt, head[8:12])
+        hdr = 12
+    left = end - start - hdr
+    return True, (None if length == 0xFFFFFFFF else int(length)), int(left)
+
+
+def _transfer_syntax(ds: Any) -> str:
+    fm = getattr(ds, "file_meta", None)
+    return str(fm.get("TransferSyntaxUID", "") or "").strip() if fm is not None else ""
+
+
+def _pixel_data_size(ds: Any, path: str | Path | None) -> tuple[bool, int | None, int]:
+    """``(present, value length in bytes or None if undefined / unknown, bytes available)``."""
+    for kw in _PIXEL_TAGS:
+        if kw in ds:
+            elem = ds.get_item(kw)
+            if getattr(elem, "is_undefined_length", False):
+                return True, None, -1
+            length = getattr(elem, "length", None)
+            value = getattr(elem, "value", None)
+            if isinstance(value, bytes | bytearray):
+                return True, len(value), len(value)
+            if length is not None and length != 0xFFFFFFFF:
+                return True, int(length), -1
+            return True, None, -1
+    info = getattr(ds, "_mammolens_pixel_element", None)
+    if info is None and path is not None and Path(path).is_file():
+        try:
+            import pydicom
+
+            with warnings.catch_warnings(), Path(path).open("rb") as fh:
+                warnings.simplefilter("ignore")
+                pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+                info = _pixel_element_at(fh, ds)
+        except Exception:  # noqa: BLE001 - unreadable here: the reader will say why
+            info = None
+    if info is None:
+        return False, None, -1
+    return info
+
+
+def _pixel_header_problem(ds: Any, path: str | Path | None) -> str:
+    """The reason the header disproves decodable pixel data, or ``''``."""
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows is None or cols is None:
+        return "missing Rows / Columns: not an image"
+    if rows <= 0 or cols <= 0:
+        return f"zero image dimensions (Rows={rows}, Columns={cols})"
+    spp = _int(ds, "SamplesPerPixel") or 1
+    frames = _int(ds, "NumberOfFrames") or 1
+    ba = _int(ds, "BitsAllocated")
+    if ba is None:
+        return "missing Bits Allocated"
+    if ba not in (1, 8, 16, 32, 64):
+        return f"invalid Bits Allocated {ba} (expected 1, 8, 16, 32 or 64)"
+    bs = _int(ds, "BitsStored")
+    if bs is not None and not 1 <= bs <= ba:
+        return f"Bits Stored {bs} is outside 1..Bits Allocated ({ba})"
+    if spp < 1 or frames < 1:
+        return f"invalid Samples per Pixel ({spp}) or Number of Frames ({frames})"
+    if rows > MAX_DECLARED_SIDE or cols > MAX_DECLARED_SIDE:
+        return f"absurd declared image size {rows} x {cols} (more than {MAX_DECLARED_SIDE} pixels per side)"
+    n = rows * cols * spp * frames
+    if n > MAX_DECLARED_PIXELS:
+        return f"absurd declared image size: {n:,} samples (limit {MAX_DECLARED_PIXELS:,})"
+    present, length, available = _pixel_data_size(ds, path)
+    if not present:
+        return "missing pixel data (no PixelData element)"
+    ts = _transfer_syntax(ds)
+    if ts in _NATIVE_SYNTAXES or (ts == _DEFLATED_SYNTAX and length is not None):
+        need = (n * ba + 7) // 8
+        dims = f"{rows} x {cols}" + (f" x {spp} samples" if spp > 1 else "") + (f" x {frames} frames" if frames > 1 else "")
+        if length is None and ts != _DEFLATED_SYNTAX:
+            return "uncompressed transfer syntax but the pixel data is encapsulated (compressed)"
+        if length is not None and length < need:
+            return f"truncated or short pixel data: {length:,} bytes, but the header declares {dims} at {ba} bits ({need:,} bytes)"
+        if length is not None and length >= 2 * need + 2:
+            return f"pixel data is {length:,} bytes, more than twice what the header declares ({dims} at {ba} bits: {need:,} bytes)"
+        if length is not None and 0 <= available < min(length, need):
+            return f"truncated file: pixel data declares {length:,} bytes, the file holds {available:,}"
+    elif length == 0:
+        return "empty pixel data"
+    return ""
+
+
+def check_pixel_header(ds: Any, path: str | Path | None) -> None:
+    """Reject, before any decoding, what the header already disproves.
+
+    One check for every path that admits pixel data (ingest, :func:`read_dicom`, the
+    service upload).
+
+    Parameters
+    ----------
+    ds
+        A :class:`pydicom.Dataset`: read with its pixel data (possibly deferred), or
+        with ``stop_before_pixels`` from ``path`` (the Pixel Data element's length is
+        then read from the file).
+    path
+        The file, named in the error.
+
+    Raises
+    ------
+    InputError
+        No Pixel Data element; missing or zero Rows / Columns; Bits Allocated not 1, 8,
+        16, 32 or 64; Bits Stored outside 1..Bits Allocated; a declared size above
+        :data:`MAX_DECLARED_SIDE` per side or :data:`MAX_DECLARED_PIXELS` samples; for
+        uncompressed transfer syntaxes, a Pixel Data length shorter than Rows x Columns x
+        Samples per Pixel x Bits Allocated (x frames) needs, more than twice as long, or
+        cut short by the end of the file.
+    """
+    try:
+        why = _pixel_header_problem(ds, path)
+    except Exception as e:  # noqa: BLE001 - a header too corrupt to check is rejected
+        why = f"cannot check the image header ({type(e).__name__}: {_first_line(e)})"
+    if why:
+        raise InputError(path, why)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().split("\n")[0]
+    # object reprs ("<_io.BytesIO object at 0x7f..>") would make every reason unique
+    return re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", text)[:300]
 
 
 def read_dicom_metadata(path: str | Path, *, dataset: Any = None) -> dict[str, Any]:
@@ -287,7 +460,9 @@ def read_dicom_metadata(path: str | Path, *, dataset: Any = None) -> dict[str, A
         manufacturer (canonical), manufacturer_raw, manufacturer_model, age (float, NaN
         if unknown), modality, presentation_intent, photometric, rows, columns,
         bits_allocated, bits_stored, pixel_representation, number_of_frames,
-        transfer_syntax, has_pixel_data, pixel_spacing (mm or NaN), flags (list[str])``.
+        transfer_syntax, has_pixel_data, pixel_spacing (mm or NaN), flags (list[str]),
+        pixel_error`` (what :func:`check_pixel_header` would reject, ``''`` if nothing;
+        :func:`validate_mammogram` raises it).
 
     Raises
     ------
@@ -297,9 +472,19 @@ def read_dicom_metadata(path: str | Path, *, dataset: Any = None) -> dict[str, A
     ds = dataset if dataset is not None else _read_header(path)
     try:
         meta = _metadata_from_dataset(ds)
-        if dataset is None and not meta["has_pixel_data"]:
-            # stop_before_pixels leaves PixelData out: look for its tag in the file instead
-            meta["has_pixel_data"] = _file_has_pixel_data(path)
+        if not meta["has_pixel_data"]:
+            # stop_before_pixels leaves PixelData out: the reader noted the element it stopped at
+            info = getattr(ds, "_mammolens_pixel_element", None)
+            if info is not None:
+                meta["has_pixel_data"] = bool(info[0])
+            elif dataset is None:
+                meta["has_pixel_data"] = _file_has_pixel_data(path)
+        # what the header disproves about the pixel data ('' = nothing); raised by
+        # validate_mammogram after the modality checks, so a non-image keeps its reason
+        try:
+            meta["pixel_error"] = _pixel_header_problem(ds, path if dataset is None else None)
+        except Exception as e:  # noqa: BLE001
+            meta["pixel_error"] = f"cannot check the image header ({type(e).__name__}: {_first_line(e)})"
         return meta
     except InputError:
         raise
@@ -437,7 +622,8 @@ def validate_mammogram(meta: dict[str, Any], path: str | Path | None = None, *, 
     InputError
         Modality other than ``MG`` (e.g. a CT or MR slice), missing pixel data, zero or
         absurd dimensions, unsupported photometric interpretation (colour), bit depth
-        outside 1-16, tomosynthesis / multi-frame objects.
+        outside 1-16, tomosynthesis / multi-frame objects, and what the header disproves
+        about the pixel data (``meta['pixel_error']``, see :func:`check_pixel_header`).
     """
     modality = meta.get("modality", "")
     sop = meta.get("sop_class_uid", "")
@@ -460,6 +646,9 @@ def validate_mammogram(meta: dict[str, Any], path: str | Path | None = None, *, 
         raise InputError(path, f"unsupported Bits Stored {bits} (expected 1-16)")
     if int(meta.get("number_of_frames") or 1) > 1:
         raise InputError(path, f"multi-frame object ({meta.get('number_of_frames')} frames): only single 2-D images are supported")
+    why = str(meta.get("pixel_error") or "")
+    if why and (require_pixels or not why.startswith("missing pixel data")):
+        raise InputError(path, why)
     return list(meta.get("flags", []))
 
 
@@ -470,28 +659,78 @@ def validate_mammogram(meta: dict[str, Any], path: str | Path | None = None, *, 
 _TABLE_MIN_PIXELS = 4096
 
 
-def _decode(ds: Any, path: str | Path) -> np.ndarray:
+#: pydicom decoding plugins whose failures on a corrupt stream are Python errors (or, for
+#: pylibjpeg-rle, a Rust panic that is caught), in order of preference. python-gdcm is not
+#: here: it aborts or segfaults on some corrupt JPEG 2000 / JPEG-LS / JPEG streams.
+SAFE_PLUGINS = ("pylibjpeg", "pyjpegls", "pillow", "pydicom")
+
+
+def decoding_plugin(transfer_syntax: str) -> str:
+    """The pydicom decoding plugin :func:`read_dicom` uses for a transfer syntax.
+
+    ``''`` for uncompressed (or unknown) syntaxes, the first installed of
+    :data:`SAFE_PLUGINS` that decodes the syntax, else ``'gdcm'`` when python-gdcm is the
+    only one (JPEG Lossless): :func:`read_dicom` then decodes in a sandbox child.
+    """
+    from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
-    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(ds, "file_meta") else UID("")
+    try:
+        uid = UID(str(transfer_syntax))
+        if not uid.is_compressed:
+            return ""
+        available = set(get_decoder(uid).available_plugins)
+    except (ValueError, NotImplementedError):
+        return ""
+    for name in SAFE_PLUGINS:
+        if name in available:
+            return name
+    return "gdcm" if "gdcm" in available else ""
+
+
+def _decode(ds: Any, path: str | Path, plugin: str = "") -> np.ndarray:
+    from pydicom.uid import UID
+
+    ts = UID(_transfer_syntax(ds))
     ts_name = f"{ts.name} ({ts})" if ts and ts.is_valid else (str(ts) or "missing")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if plugin:
+                ds.pixel_array_options(decoding_plugin=plugin)
             arr = ds.pixel_array
     except NotImplementedError as e:
-        raise InputError(path, f"unsupported transfer syntax {ts_name}: no decoder ({e})".split("\n")[0]) from None
+        raise InputError(path, f"unsupported transfer syntax {ts_name}: no decoder ({_first_line(e)})") from None
     except RuntimeError as e:
-        msg = str(e).split("\n")[0]
-        if "plugin" in msg.lower() or "decod" in msg.lower() and "no " in msg.lower():
+        text = str(e)
+        if "exceptions were raised by all" in text:
+            # pydicom lists each plugin's error on the following lines
+            detail = "; ".join(x.strip() for x in text.split("\n")[1:] if x.strip())
+            detail = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", detail)[:300]
+            raise InputError(path, f"truncated or corrupt pixel data ({ts_name}): {detail or _first_line(e)}") from None
+        msg = _first_line(e)
+        if "plugin" in msg.lower() and ("no " in msg.lower() or "missing" in msg.lower() or "available" in msg.lower()):
             raise InputError(path, f"unsupported transfer syntax {ts_name}: no installed decoder can read it") from None
         raise InputError(path, f"cannot decode pixel data ({ts_name}): {msg}") from None
+    except MemoryError:
+        raise InputError(path, f"out of memory while decoding the pixel data ({ts_name})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except Exception as e:  # noqa: BLE001 - truncated, corrupt, inconsistent
-        msg = str(e).split("\n")[0]
-        raise InputError(path, f"truncated or corrupt pixel data ({ts_name}): {type(e).__name__}: {msg}") from None
+        msg = _first_line(e)
+        if "could not broadcast" in msg or "cannot reshape" in msg:
+            msg = f"the decoded stream does not hold Rows x Columns pixels ({msg})"
+        else:
+            msg = f"{type(e).__name__}: {msg}"
+        raise InputError(path, f"truncated or corrupt pixel data ({ts_name}): {msg}") from None
+    except BaseException as e:  # noqa: BLE001 - pyo3 PanicException (Rust decoders) escapes `except Exception`
+        raise InputError(path, f"decoder panicked on corrupt pixel data ({ts_name}): {type(e).__name__}: {_first_line(e)}") from None
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise InputError(path, f"expected one 2-D grayscale frame, decoded array has shape {arr.shape}")
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if (rows, cols) != tuple(arr.shape):
+        raise InputError(path, f"decoded image is {arr.shape[0]} x {arr.shape[1]}, the header declares {rows} x {cols}")
     return arr
 
 
@@ -511,6 +750,8 @@ def _mask_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
 def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """Map values to [0, 1] with a DICOM window (PS3.3 C.11.2.1.2.1, C.11.2.1.3)."""
     function = (function or "LINEAR").upper()
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise ValueError(f"window center / width not finite (C={center}, W={width})")
     if function == "SIGMOID":
         if width <= 0:
             raise ValueError("SIGMOID window width must be > 0")
@@ -578,8 +819,6 @@ def read_dicom(
     InputError
         For any unreadable, truncated or unsupported file (named, with the reason).
     """
-    from pydicom.pixels import apply_modality_lut, apply_voi
-
     ds = _read_header(path, stop_before_pixels=False)
     meta = read_dicom_metadata(path, dataset=ds)
     if validate:
@@ -589,7 +828,39 @@ def read_dicom(
             raise InputError(path, "missing pixel data (no PixelData element)")
         if meta["photometric"] not in SUPPORTED_PHOTOMETRIC:
             raise InputError(path, f"unsupported photometric interpretation {meta['photometric'] or 'missing'!r}")
-    raw = _decode(ds, path)
+    check_pixel_header(ds, path)
+    plugin = decoding_plugin(meta["transfer_syntax"])
+    if plugin == "gdcm" and not in_sandbox():
+        # python-gdcm is the only installed decoder for this syntax (JPEG Lossless), and a
+        # corrupt stream can abort or segfault it: decode in a child process that may die
+        from mammolens.io.sandbox import run_isolated
+
+        out = run_isolated(_read_dicom_task, (str(path), {"voi": voi, "prefer_lut": prefer_lut, "validate": validate}))
+        if isinstance(out, InputError):
+            raise out
+        return out
+    try:
+        return _render(ds, meta, path, plugin, voi=voi, prefer_lut=prefer_lut)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(path, "out of memory while decoding (image too large?)") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError, ZeroDivisionError) as e:
+        # inconsistent Modality LUT / VOI attributes (pydicom's LUT code raises all of these)
+        raise InputError(path, f"invalid Modality LUT / VOI attributes ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _read_dicom_task(task: tuple[str, dict[str, Any]]) -> Any:
+    """:func:`read_dicom` of ``(path, options)``, run in a sandbox child."""
+    path, opts = task
+    return read_dicom(path, **opts)
+
+
+def _render(ds: Any, meta: dict[str, Any], path: str | Path, plugin: str, *, voi: Any, prefer_lut: bool) -> Any:
+    """Decode and run the display pipeline (steps 2-5 of the module docstring)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    raw = _decode(ds, path, plugin)
     signed = meta["pixel_representation"] == 1
     raw = _mask_bits(raw, meta["bits_stored"], signed)
     # Integer data of <= 16 bits: run rescale -> VOI -> inversion once over the stored
@@ -680,6 +951,9 @@ def read_dicom(
             pixels = table[full_raw]
         else:
             pixels = pixels[full_raw.astype(np.int32) - table_lo]
+    if not np.isfinite(pixels).all():
+        # e.g. a NaN Window Width or Rescale Slope: never hand NaN pixels on as an image
+        raise InputError(path, f"non-finite pixel values (NaN or infinity) after the Modality LUT / VOI ({applied})")
     meta = dict(meta)
     meta.update(height=int(pixels.shape[0]), width=int(pixels.shape[1]), bits=int(meta["bits_stored"]),
                 voi_applied=applied, format="dicom", inverted=bool(photometric == "MONOCHROME1" or shape == "INVERSE"))

@@ -331,9 +331,17 @@ def dicom_metadata(path: Path) -> dict[str, Any]:
 
 
 def read_dicom_header(path: Path, qc: QCTable, *, image_id: str = "", where: str = "") -> dict[str, Any] | None:
-    """``mammolens.io.dicom.read_dicom_metadata`` or ``None`` with a QC rejection."""
+    """``mammolens.io.dicom.read_dicom_metadata`` or ``None`` with a QC rejection.
+
+    Also rejected: what the header already disproves about the pixel data (no Pixel
+    Data, a length that contradicts the dimensions, absurd sizes; see
+    :func:`mammolens.io.dicom.check_pixel_header`).
+    """
     try:
-        return dicom_metadata(path)
+        meta = dicom_metadata(path)
+        if meta.get("pixel_error"):
+            raise InputError(path, str(meta["pixel_error"]))
+        return meta
     except InputError as e:
         qc.add(STAGE, path, f"unreadable DICOM: {e.reason}{where}", image_id=image_id)
     except Exception as e:  # noqa: BLE001 - a bad file must never stop the good ones

@@ -38,8 +38,11 @@ synth`` writes such a file (``OUT/annotations.csv``).
 QC
 --
 Rejected: files that are not DICOM, corrupt headers, modality other than MG,
-tomosynthesis or multi-frame objects, implausible sizes or colour images (see
-:func:`mammolens.io.dicom.validate_mammogram`), duplicate SOP Instance UIDs, and
+tomosynthesis or multi-frame objects, implausible sizes or colour images, and what the
+header already disproves about the pixels: no Pixel Data, a pixel data length that
+contradicts Rows x Columns x Bits Allocated (uncompressed syntaxes), absurd declared
+sizes (see :func:`mammolens.io.dicom.validate_mammogram` and
+:func:`~mammolens.io.dicom.check_pixel_header`), duplicate SOP Instance UIDs, and
 annotation rows that are malformed (wrong field count, invalid label or lesions JSON).
 Flagged (kept, ``flags`` column): FOR PROCESSING images, spot compression,
 magnification, implants, non-standard or unknown views, unknown laterality; annotation
@@ -171,7 +174,7 @@ def rows_from_files(
     for path, meta, err in track(read_headers(files, workers=workers), len(files), "reading DICOM headers"):
         if meta is not None:
             try:
-                validate_mammogram(meta, path, require_pixels=False)
+                validate_mammogram(meta, path)  # incl. what the header disproves about the pixels
             except InputError as e:
                 err = _reason(e.reason)
         if err is not None or meta is None:
