@@ -89,9 +89,12 @@ from mammolens.data.preprocess_settings import PREPROCESS_VERSION, PreprocessSet
 from mammolens.data.preprocess_settings import parse_size as parse_size
 from mammolens.data.transform import Transform
 from mammolens.errors import InputError, MammolensError
+from mammolens.io.sandbox import IsolatedPool
 from mammolens.qc import QCTable
 
 QC_STAGE = "preprocess"
+#: seconds one image may take in a worker before the worker is declared hung
+DECODE_TIMEOUT = 300.0
 
 
 # ----------------------------------------------------------------------------------------
@@ -628,6 +631,23 @@ def _process_task(task: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _row_from(task: dict[str, Any], result: Any, key: str) -> dict[str, Any]:
+    """The index row of a pool result: the worker's row, or a rejection when the worker
+    died on the image (the sandbox's :class:`InputError`)."""
+    if not isinstance(result, InputError):
+        return result
+    path = task["path"]
+    try:
+        fingerprint = input_fingerprint(path) if path else "missing"
+    except OSError:
+        fingerprint = "missing"
+    return {
+        "image_id": task["image_id"], "path": path, "fingerprint": fingerprint, "key": key,
+        "file": "", "mask_file": "", "height": "", "width": "", "has_mask": 0, "transform": "",
+        "flags": "", "reason": result.reason, "status": "rejected", "seconds": "",
+    }
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB (0 where the platform cannot tell).
 
@@ -661,6 +681,8 @@ def preprocess_manifest(
     chunksize: int | None = None,
     mp_context: str | None = None,
     base_dir: str | Path | None = None,
+    isolate: bool = True,
+    timeout: float | None = DECODE_TIMEOUT,
 ) -> PreprocessResult:
     """Preprocess every image of a manifest into a cache folder (parallel, resumable).
 
@@ -674,12 +696,17 @@ def preprocess_manifest(
     settings
         :class:`PreprocessSettings` (defaults when ``None``).
     workers
-        Processes (1 = in this process).
+        Worker processes. Images are decoded and preprocessed in a supervised pool
+        (:class:`mammolens.io.sandbox.IsolatedPool`), ``workers=1`` included: a file that
+        crashes its decoder (abort, segfault, Rust panic) or hangs past ``timeout`` is
+        recorded as a QC rejection with the reason, the dead worker is replaced and every
+        other image is still processed.
     progress
         ``True``: a rich progress bar on stderr; a callable: called as
         ``progress(done, total)`` after each image; ``False``: silent.
     chunksize
-        Tasks per ``imap_unordered`` chunk (default: a few per worker and round).
+        Ignored (kept for compatibility): each worker takes one image at a time, so that a
+        crash or a hang is charged to the right file.
     base_dir
         Folder that relative lesion ``mask`` paths are resolved against (default: the
         manifest file's folder when ``manifest`` is a path, else the current folder; the
@@ -687,14 +714,18 @@ def preprocess_manifest(
     mp_context
         Multiprocessing start method (default ``"forkserver"`` where available, else
         ``"spawn"``; ``"fork"`` can deadlock once OpenCV's thread pool has started).
+    isolate
+        ``False`` with ``workers=1``: run in this process (for trusted, self-made files
+        only: a decoder crash then ends the process).
+    timeout
+        Seconds one image may take before its worker is declared hung and replaced
+        (``None``: no limit).
 
     Returns
     -------
     PreprocessResult
         The opened cache, the QC table (written to ``CACHE/qc.csv``) and counts.
     """
-    import multiprocessing as mp
-
     import pandas as pd
 
     from mammolens.data.cache import open_cache
@@ -781,15 +812,17 @@ def preprocess_manifest(
             bar.start()
         if callback:
             callback(done, total)
-        if workers == 1 or len(todo) <= 1:
-            results: Iterator[dict[str, Any]] = (_process_task(t) for t in tasks)
+        if not todo:
+            results: Iterator[dict[str, Any]] = iter(())
+        elif workers == 1 and not isolate:
+            results = (_process_task(t) for t in tasks)
         else:
-            # never plain fork: a forked child inherits OpenCV/BLAS thread-pool locks (deadlock)
-            default = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            ctx = mp.get_context(mp_context or default)
-            pool = ctx.Pool(min(workers, len(todo)), initializer=_worker_init)
-            cs = chunksize or max(1, min(16, len(todo) // (workers * 8)))
-            results = pool.imap_unordered(_process_task, tasks, chunksize=cs)
+            # decoding untrusted pixels can kill a process: a supervised pool, one image
+            # per worker at a time; never plain fork (inherited OpenCV/BLAS locks deadlock)
+            n = min(workers, len(todo))
+            pool = IsolatedPool(n, _process_task, timeout=timeout, mp_context=mp_context,
+                                initializer=_worker_init if n > 1 else None)
+            results = (_row_from(task, res, key) for task, res in pool.map_unordered(tasks))
         for row in results:
             worker_rss = max(worker_rss, float(row.pop("_rss_mb", 0.0)))
             for k, v in row.pop("_timings", {}).items():
@@ -801,12 +834,10 @@ def preprocess_manifest(
                 callback(done, total)
         if pool is not None:
             pool.close()
-            pool.join()
             pool = None
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.close(kill=True)
         writer.close()
         if bar is not None:
             bar.stop()

@@ -44,8 +44,8 @@ from typing import Any, Literal
 import numpy as np
 
 from mammolens.errors import InputError
+from mammolens.io._isolation import in_sandbox
 from mammolens.io.loaded import LoadedImage, implausible_size
-from mammolens.io.sandbox import in_sandbox
 
 __all__ = [
     "MG_SOP_CLASSES",
@@ -833,7 +833,7 @@ def read_dicom(
     if plugin == "gdcm" and not in_sandbox():
         # python-gdcm is the only installed decoder for this syntax (JPEG Lossless), and a
         # corrupt stream can abort or segfault it: decode in a child process that may die
-        from mammolens.io.sandbox import run_isolated
+        from mammolens.io._isolation import run_isolated
 
         out = run_isolated(_read_dicom_task, (str(path), {"voi": voi, "prefer_lut": prefer_lut, "validate": validate}))
         if isinstance(out, InputError):
