@@ -122,5 +122,6 @@ def make_toy_cache(manifest: str | Path, cache_dir: str | Path, *, size: tuple[i
     """Preprocess a toy manifest into a cache (in process, quietly)."""
     from mammolens.data.preprocess import PreprocessSettings, preprocess_manifest
 
-    res = preprocess_manifest(manifest, cache_dir, PreprocessSettings(size=size), workers=1, progress=False)
+    res = preprocess_manifest(manifest, cache_dir, PreprocessSettings(size=size), workers=1, progress=False,
+                              isolate=False)  # self-made files: no decoder to survive
     return res.cache
