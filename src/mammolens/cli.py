@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "train": "mammolens.commands.train:train",
     "predict": "mammolens.commands.predict:predict",
     "evaluate": "mammolens.commands.evaluate:evaluate",
+    "export": "mammolens.commands.export:export",
     "demo": "mammolens.commands.demo:demo",
     "serve": "mammolens.commands.serve:serve",
 }

@@ -18,6 +18,8 @@ def predict(
     split: str | None = typer.Option(None, "--split", help="Only this split of manifest inputs (e.g. test)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    backend: str = typer.Option("eager", "--backend", help="eager (PyTorch), compiled (torch.compile), onnx (ONNX Runtime) or openvino; a missing one falls back to eager with the reason."),
+    workers: int = typer.Option(1, "--workers", "-w", min=0, help="Processes decoding image files beside the model (crash-safe; 0: in this process)."),
     no_gradcam: bool = typer.Option(False, "--no-gradcam", help="Skip Grad-CAM maps (faster)."),
     top_k: int = typer.Option(3, "--top-k", min=0, help="With heatmaps: the K highest-scoring regions per image -> PREDICTIONS_regions.csv."),
     dicom_out: Path | None = typer.Option(
@@ -52,6 +54,8 @@ def predict(
             split=split,
             cache=cache,
             gradcam=False if no_gradcam else None,
+            backend=backend,
+            workers=workers,
             progress=not quiet and not json_out,
             top_k=top_k,
             dicom_out=dicom_out,

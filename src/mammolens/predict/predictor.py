@@ -12,6 +12,8 @@ training cache.
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,10 @@ import torch
 from mammolens.config import Config, config_from_dict
 from mammolens.data.transform import Transform
 from mammolens.errors import CheckpointError, ConfigError, InputError
+from mammolens.predict.backends import EXPORT_FILE, EXPORT_FORMAT_VERSION, EXPORT_FORMATS
 from mammolens.run_folder import read_checkpoint, resolve_checkpoint
+
+log = logging.getLogger("mammolens.predict")
 
 
 @dataclass
@@ -50,10 +55,19 @@ class Predictor:
     checkpoint : Path
     """
 
-    def __init__(self, model: torch.nn.Module, config: Config, meta: dict[str, Any], checkpoint: Path, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        config: Config,
+        meta: dict[str, Any],
+        checkpoint: Path,
+        device: str = "cpu",
+        *,
+        backend: str | Any = "eager",
+    ) -> None:
         from mammolens.data.preprocess import PreprocessSettings
 
-        self.model = model.eval().to(device)
+        self._model = model.eval().to(device) if model is not None else None
         self.config = config
         self.meta = meta
         self.checkpoint = checkpoint
@@ -65,6 +79,32 @@ class Predictor:
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{checkpoint}: preprocessing settings in the checkpoint are not valid ({e})") from None
         self.image_size: tuple[int, int] = tuple(self.settings.size)  # type: ignore[assignment]
+        #: the forward pass (:mod:`mammolens.predict.backends`); a name builds it from the model
+        self.backend = self._make_backend(backend)
+        self._gradcam_warned = False
+        #: the decision threshold recorded with an export (``{"threshold", "level", ...}``)
+        self.operating_point: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The PyTorch model (``None`` for an exported graph)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: torch.nn.Module | None) -> None:
+        # a new model: rebuild the backend around it (same kind as asked for)
+        self._model = model.eval().to(self.device) if model is not None else None
+        if model is not None:
+            self.backend = self._make_backend(getattr(self.backend, "requested", "eager"))
+
+    def _make_backend(self, backend: str | Any) -> Any:
+        from mammolens.predict.backends import make_backend
+
+        if not isinstance(backend, str):
+            return backend
+        if self.model is None:
+            raise ConfigError(f"{self.checkpoint}: no PyTorch model to build the {backend!r} backend from")
+        return make_backend(backend, self.model, self.image_size)
 
     # -- preprocessing -------------------------------------------------------------------
     def preprocess(self, source: str | Path | np.ndarray, *, laterality: str | None = None) -> Any:
@@ -111,15 +151,19 @@ class Predictor:
         from mammolens.explain.heatmaps import compute_heatmaps
 
         x = self._as_batch(images)
-        with torch.inference_mode():
-            out = self.model(x)
-        out = {k: v.detach().clone() for k, v in out.items()}
-        logits = out["logit"].float().cpu().numpy()
+        out = self.backend(x)
+        logits = np.asarray(out["logit"], dtype=np.float32).reshape(-1)
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         maps: list[dict[str, np.ndarray]] = [{} for _ in range(len(logits))]
         if heatmaps:
             gc = self.config.predict.gradcam if gradcam is None else gradcam
-            maps = compute_heatmaps(self.model, x, out, gradcam=gc)
+            if gc and self.model is None:
+                if not self._gradcam_warned:  # an exported graph has no gradients
+                    log.warning("%s: Grad-CAM skipped (an exported model has no gradients; attention and localisation maps are written)", self.checkpoint)
+                    self._gradcam_warned = True
+                gc = False
+            touts = {k: torch.from_numpy(np.asarray(v)) for k, v in out.items()}
+            maps = compute_heatmaps(self.model, x, touts, gradcam=bool(gc))
         return [ImageResult(float(p), float(lg), m) for p, lg, m in zip(probs, logits, maps, strict=True)]
 
     def predict_files(
@@ -163,13 +207,27 @@ class Predictor:
             "checkpoint": str(self.checkpoint),
             "image_size": list(self.image_size),
             "device": str(self.device),
+            "backend": self.backend.describe(),
             "manifest_hash": self.meta.get("manifest_hash"),
             "version": self.meta.get("version"),
         }
 
 
-def load_predictor(run_or_ckpt: str | Path, *, device: str = "cpu") -> Predictor:
-    """Load a :class:`Predictor` from a run folder or a ``.ckpt`` file.
+def load_predictor(run_or_ckpt: str | Path, *, device: str = "cpu", backend: str = "eager") -> Predictor:
+    """Load a :class:`Predictor` from a run folder, a ``.ckpt`` file or an export folder.
+
+    Parameters
+    ----------
+    run_or_ckpt
+        A run folder (``checkpoints/best.ckpt``), a checkpoint, or a folder written by
+        ``mammolens export`` (its ``mammolens_export.json`` names the runtime, and the
+        model runs there: ONNX Runtime or OpenVINO, no PyTorch weights needed).
+    device
+        ``cpu``, ``cuda`` or ``auto`` (PyTorch backends).
+    backend
+        ``eager``, ``compiled``, ``onnx`` or ``openvino``
+        (:mod:`mammolens.predict.backends`); one that cannot run here falls back to
+        ``eager`` with the reason logged. Ignored for an export folder.
 
     Raises
     ------
@@ -177,6 +235,9 @@ def load_predictor(run_or_ckpt: str | Path, *, device: str = "cpu") -> Predictor
         Missing, corrupt or incompatible checkpoint (the message names the file).
     """
     from mammolens.models import create_model, model_kwargs_from_config
+
+    if Path(run_or_ckpt).is_dir() and (Path(run_or_ckpt) / EXPORT_FILE).is_file():
+        return load_exported(run_or_ckpt)
 
     if device not in ("cpu", "cuda", "auto") and not str(device).startswith("cuda:"):
         raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
@@ -202,11 +263,62 @@ def load_predictor(run_or_ckpt: str | Path, *, device: str = "cpu") -> Predictor
             f"{path}: weights do not fit model {mc.name}: {len(missing)} missing (e.g. {list(missing)[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {list(unexpected)[:3]})"
         )
-    return Predictor(model, cfg, meta, path, device=device)
+    return Predictor(model, cfg, meta, path, device=device, backend=backend)
+
+
+def read_export(folder: str | Path) -> dict[str, Any]:
+    """The export record of ``folder`` (validated); :class:`CheckpointError` names what is wrong."""
+    folder = Path(folder)
+    p = folder / EXPORT_FILE
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: not a mammolens export folder (no {EXPORT_FILE})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise CheckpointError(f"{p}: not a mammolens export record")
+    missing = [k for k in ("format", "file", "preprocess", "config") if k not in rec]
+    if missing:
+        raise CheckpointError(f"{p}: export record lacks {', '.join(missing)}")
+    if rec["format"] not in EXPORT_FORMATS:
+        raise CheckpointError(f"{p}: unknown export format {rec['format']!r}")
+    if int(rec.get("format_version", 1)) > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{p}: written by a newer mammolens (format_version {rec['format_version']})")
+    if not (folder / rec["file"]).is_file():
+        raise CheckpointError(f"{folder / rec['file']}: the exported model file is missing")
+    return rec
+
+
+def load_exported(folder: str | Path) -> Any:
+    """A :class:`~mammolens.predict.Predictor` running an export folder in its runtime.
+
+    The predictor has no PyTorch model (``predictor.model is None``): scores, attention
+    and localisation maps come from the runtime; Grad-CAM is skipped. The recorded
+    operating point is ``predictor.operating_point``.
+    """
+    from mammolens.predict.backends import BackendUnavailable, runtime_backend
+
+    folder = Path(folder)
+    rec = read_export(folder)
+    try:
+        cfg = config_from_dict(rec["config"], where=str(folder / EXPORT_FILE))
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / EXPORT_FILE}: incompatible configuration ({e})") from None
+    model_file = folder / rec["file"]
+    try:
+        be = runtime_backend(rec["format"], model_file)
+    except BackendUnavailable as e:
+        raise CheckpointError(str(e)) from None
+    meta = {"preprocess": rec["preprocess"], "manifest_hash": (rec.get("source") or {}).get("manifest_hash"),
+            "version": (rec.get("source") or {}).get("trained_with"), "export": str(folder)}
+    pred = Predictor(None, cfg, meta, model_file, backend=be)
+    pred.operating_point = rec.get("operating_point")
+    return pred
 
 
 def transform_or_identity(tf: Transform | None, shape: tuple[int, int]) -> Transform:
     return tf if tf is not None else Transform.identity(*shape)
 
 
-__all__ = ["ImageResult", "InputError", "Predictor", "load_predictor", "resolve_checkpoint"]
+__all__ = ["ImageResult", "InputError", "Predictor", "load_exported", "load_predictor", "read_export", "resolve_checkpoint"]
