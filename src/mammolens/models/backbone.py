@@ -182,6 +182,29 @@ def _tiny_backbone(w: int) -> Backbone:
     return bb
 
 
+FREEZE_CHOICES = ("none", "early", "backbone")
+
+
+def freeze_parameters(bb: nn.Module, freeze: str) -> int:
+    """Hold a backbone's weights fixed: ``none``, ``early`` (up to the stride-8 stage:
+    ResNet's stem..layer2) or ``backbone`` (all). Returns the number of parameters frozen.
+
+    Frozen early stages also save their backward pass (autograd stops there), which is
+    what makes fine-tuning an ImageNet backbone affordable on a CPU.
+    """
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {list(FREEZE_CHOICES)}, got {freeze!r}")
+    if freeze == "none":
+        return 0
+    early = bb.early_parameter_names() if freeze == "early" else None
+    n = 0
+    for name, p in bb.named_parameters():
+        if early is None or name in early:
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
 # -- pretrained weights -------------------------------------------------------------
 
 

@@ -48,29 +48,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-FREEZE_CHOICES = ("none", "early", "backbone")
-
-
 def freeze_backbone(model: torch.nn.Module, freeze: str) -> int:
-    """Hold backbone weights fixed (``none`` / ``early`` = up to the stride-8 stage / ``backbone``).
+    """Hold the model's backbone weights fixed (see :func:`mammolens.models.backbone.freeze_parameters`).
 
-    ``early`` is ResNet's stem..layer2 and the matching blocks of other backbones
-    (``backbone.early_parameter_names()``). Batch-norm running statistics are left to
-    adapt to the training images (as in AdaBN, Li et al. 2016): patch-pretrained
-    statistics come from patches, not whole images. Returns the number of parameters
-    frozen.
+    Batch-norm running statistics are left to adapt to the training images (as in AdaBN,
+    Li et al. 2016): patch-pretrained statistics come from patches, not whole images.
     """
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze must be one of {sorted(FREEZE_CHOICES)}, got {freeze!r}")
-    if freeze == "none":
-        return 0
-    early = model.backbone.early_parameter_names() if freeze == "early" else None
-    n = 0
-    for name, p in model.backbone.named_parameters():
-        if early is None or name in early:
-            p.requires_grad_(False)
-            n += p.numel()
-    return n
+    from mammolens.models.backbone import freeze_parameters
+
+    return freeze_parameters(model.backbone, freeze)
 
 
 class MammoLitModule(pl.LightningModule):

@@ -337,6 +337,7 @@ def pretrain_backbone(
     device: str = "cpu",
     max_steps: int | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
+    freeze: str = "none",
 ) -> PatchPretrainResult:
     """Train ``backbone`` in place as a patch classifier (GAP + linear head, cross-entropy).
 
@@ -361,6 +362,10 @@ def pretrain_backbone(
         Stop after this many optimisation steps (tests, smoke runs).
     progress
         Called with each epoch's record.
+    freeze
+        ``none``, ``early`` (ImageNet's generic early stages kept, and their backward
+        pass saved) or ``backbone`` (only the patch head learns); see
+        :func:`mammolens.models.backbone.freeze_parameters`.
 
     Returns
     -------
@@ -379,6 +384,9 @@ def pretrain_backbone(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     classes = patches.classes
+    from mammolens.models.backbone import freeze_parameters
+
+    freeze_parameters(backbone, freeze)
     net = PatchClassifier.build(backbone, classes).to(device)
     x_all = torch.from_numpy(patches.patches).unsqueeze(1)
     y_all = torch.from_numpy(patches.labels)
@@ -386,7 +394,7 @@ def pretrain_backbone(
     weight = None
     if balance:
         weight = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros_like(counts)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(patches) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
@@ -496,6 +504,7 @@ def patch_pretrain(
     device: str = "cpu",
     max_steps: int | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
+    freeze: str = "none",
 ) -> PatchPretrainResult:
     """Sample patches, pretrain a fresh backbone on them and save its weights to ``out``.
 
@@ -530,8 +539,10 @@ def patch_pretrain(
     bb = build_backbone(arch, pretrained=init, tiny_width=tiny_width)
     res = pretrain_backbone(
         bb, ps, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
-        device=device, max_steps=max_steps, progress=progress,
+        device=device, max_steps=max_steps, progress=progress, freeze=freeze,
     )
-    meta = {"arch": arch, "tiny_width": tiny_width, "patch_size": patch_size, "classes": classes, "n_patches": len(ps), "seed": seed}
+    for p in bb.parameters():  # frozen only for this stage
+        p.requires_grad_(True)
+    meta = {"arch": arch, "tiny_width": tiny_width, "patch_size": patch_size, "classes": classes, "n_patches": len(ps), "seed": seed, "freeze": freeze}
     res.path = str(save_backbone_weights(bb.cpu(), out, meta=meta, head=res.classifier.head.cpu()))
     return res

@@ -331,6 +331,7 @@ def pretrain_patches_from_cache(
     device: str = "auto",
     progress: Callable[[dict[str, float]], None] | None = None,
     max_steps: int | None = None,
+    freeze: str = "none",
 ) -> PatchStageResult:
     """Pretrain a backbone on lesion vs background patches of the cached training images.
 
@@ -422,7 +423,7 @@ def pretrain_patches_from_cache(
         arch=arch, tiny_width=tiny_width, init=init, exclude=sel.held_ids,
         patch_size=patch_size, per_lesion=per_lesion, background_per_image=background_per_image,
         classes=classes, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
-        device=dev, max_steps=max_steps, progress=progress,
+        device=dev, max_steps=max_steps, progress=progress, freeze=freeze,
     )
     qc_path = qc.write_csv(out.with_name(out.stem + "_qc.csv")) if len(qc) else None
     weights = Path(res.path or out)
