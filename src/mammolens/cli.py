@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "pretrain-ssl": "mammolens.commands.pretrain_ssl:pretrain_ssl",
     "pretrain-patches": "mammolens.commands.pretrain_patches:pretrain_patches",
     "train": "mammolens.commands.train:train",
+    "cv": "mammolens.commands.cv:cv",
     "predict": "mammolens.commands.predict:predict",
     "evaluate": "mammolens.commands.evaluate:evaluate",
     "export": "mammolens.commands.export:export",

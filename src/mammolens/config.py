@@ -83,10 +83,34 @@ class AugmentConfig(_Section):
 
 
 class DataConfig(_Section):
+    #: the cache image size the preset expects (``"HxW"``); ``train`` refuses another
+    cache_size: str | None = None
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     num_workers: int = Field(0, ge=0)
     augment: AugmentConfig = AugmentConfig()
+
+
+class PatchStageConfig(_Section):
+    """Stage 1 of Shen et al. (2019), run by ``train`` before the whole-image stage.
+
+    The backbone (from ``model.pretrained``, e.g. ImageNet) is fine-tuned as a classifier
+    of lesion-centred against background patches cut from the training split's cached
+    images (every annotated finding, benign ones included, with ``classes: 2``); the
+    whole-image model then starts from it, its localisation head from the patch head.
+    """
+
+    enabled: bool = False
+    patch_size: int = Field(96, ge=16)
+    per_lesion: int = Field(16, ge=1)
+    background_per_image: int = Field(12, ge=0)
+    classes: Literal[2, 3] = 2
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    #: backbone weights held fixed in this stage (``early``: the generic ImageNet stages)
+    freeze: Literal["none", "early", "backbone"] = "early"
+    augment: bool = True
 
 
 class OptimConfig(_Section):
@@ -149,6 +173,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    patch: PatchStageConfig = PatchStageConfig()
     predict: PredictConfig = PredictConfig()
 
     def to_yaml(self) -> str:

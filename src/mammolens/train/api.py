@@ -197,6 +197,73 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
 
 
+def check_cache_size(cfg: Config, cache_obj: Any, *, manifest: Path | None = None) -> None:
+    """Refuse a cache whose image size is not the one the preset names (``data.cache_size``)."""
+    want = cfg.data.cache_size
+    settings = getattr(cache_obj, "settings", None)
+    if not want or settings is None:
+        return
+    from mammolens.data.preprocess_settings import parse_size
+
+    try:
+        h, w = parse_size(want)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"data.cache_size must be HxW (e.g. 1024x832), got {want!r} ({e})") from None
+    have = tuple(int(x) for x in settings.size)
+    if have != (h, w):
+        root = getattr(cache_obj, "root", "CACHE")
+        preset = cfg.preset or "this configuration"
+        raise ConfigError(
+            f"{root}: the cache holds {have[0]}x{have[1]} images but {preset} expects {h}x{w}; run "
+            f"`mammolens preprocess {manifest or 'MANIFEST'} --out {Path(str(root)).name}_{h}x{w} --size {h}x{w}` "
+            f"and train on that cache (or --set data.cache_size={have[0]}x{have[1]} to override)"
+        )
+
+
+PATCH_DIR = "patch_stage"
+PATCH_WEIGHTS = "weights.pt"
+
+
+def _patch_stage(cfg: Config, df: pd.DataFrame, cache_obj: Any, run: Path, mhash: str, *, progress: bool) -> tuple[Config, dict[str, Any]]:
+    """Run (or reuse, when a finished one for this manifest exists) the patch stage; the
+    whole-image model then starts from its weights."""
+    from mammolens.train.patch_stage import pretrain_patches_from_cache
+
+    pc = cfg.patch
+    out = run / PATCH_DIR / PATCH_WEIGHTS
+    report = out.with_suffix(".json")
+    settings = {k: v for k, v in pc.model_dump(mode="json").items() if k != "enabled"}
+    settings.update(arch=cfg.model.arch, init=str(cfg.model.pretrained), seed=cfg.train.seed, manifest_hash=mhash)
+    if out.exists() and report.exists():
+        try:
+            done = json.loads(report.read_text(encoding="utf-8")).get("train_stage_settings")
+        except (OSError, ValueError):
+            done = None
+        if done == settings:
+            return load_config(cfg, {"model.pretrained": str(out)}), {"weights": str(out), "reused": True, **settings}
+    cb = None
+    if progress:
+        from mammolens.progress import stderr_console
+
+        console = stderr_console()
+
+        def cb(rec: dict[str, float]) -> None:
+            console.print(f"patch stage: epoch {int(rec['epoch'])}/{pc.epochs} loss {rec['loss']:.4f} accuracy {rec['accuracy']:.3f}")
+
+    res = pretrain_patches_from_cache(
+        df, cache_obj, out, arch=cfg.model.arch, tiny_width=cfg.model.tiny_width, init=cfg.model.pretrained,
+        patch_size=pc.patch_size, per_lesion=pc.per_lesion, background_per_image=pc.background_per_image,
+        classes=pc.classes, epochs=pc.epochs, batch_size=pc.batch_size, lr=pc.lr, augment=pc.augment,
+        seed=cfg.train.seed, freeze=pc.freeze, progress=cb,
+        device="cuda" if _accelerator(cfg) == "gpu" else "cpu",
+    )
+    rep = json.loads(report.read_text(encoding="utf-8"))
+    rep["train_stage_settings"] = settings
+    report.write_text(json.dumps(rep, indent=2), encoding="utf-8")
+    info = {"weights": str(out), "reused": False, "n_patches": res.n_patches, "seconds": round(res.seconds, 1), **settings}
+    return load_config(cfg, {"model.pretrained": str(out)}), info
+
+
 def train(
     manifest: str | Path | pd.DataFrame,
     cache: Any,
@@ -334,6 +401,10 @@ def _train(
     mhash = manifest_hash(df)
     if resume and old_meta.get("manifest_hash") and old_meta["manifest_hash"] != mhash:
         raise ConfigError(f"{run}: the manifest changed since this run started (hash {old_meta['manifest_hash'][:12]} -> {mhash[:12]}); cannot resume")
+    check_cache_size(cfg, cache_obj, manifest=mpath)
+    patch_info = None
+    if cfg.patch.enabled and not resume:
+        cfg, patch_info = _patch_stage(cfg, df, cache_obj, run, mhash, progress=progress)
 
     y = train_df["label"].astype(int).to_numpy()
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
@@ -363,6 +434,7 @@ def _train(
         "precision": precision,
         "created": old_meta.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": "running",
+        "patch_stage": patch_info if patch_info is not None else old_meta.get("patch_stage"),
     }
     meta = json.loads(json.dumps(meta, default=str))  # plain types only (safe checkpoint loading)
     run.mkdir(parents=True, exist_ok=True)
