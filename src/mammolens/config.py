@@ -160,6 +160,10 @@ class TrainConfig(_Section):
 
 
 class PredictConfig(_Section):
+    #: test-time augmentation: ``[vflip]`` also scores the image flipped top-bottom and
+    #: averages logits and maps (images are laterality-normalised, so a left-right flip
+    #: would put the chest wall on the wrong side)
+    tta: list[Literal["vflip"]] = Field(default_factory=list)
     gradcam: bool = True
     overlay_kind: Literal["localization", "attention", "gradcam"] = "localization"
     overlay_max_side: int = Field(1024, ge=64)

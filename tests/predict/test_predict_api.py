@@ -245,3 +245,25 @@ def test_heatmap_paths_in_the_table_work_from_any_folder(toy_run, tmp_path, monk
     assert len(df) and all(Path(p).is_absolute() for p in df["heatmap"])
     monkeypatch.chdir(run)
     assert all(Path(p).is_file() for p in pd.read_csv(tmp_path / "preds" / "p.csv")["heatmap"])
+
+
+def test_test_time_vflip_averages_the_image_and_its_flip(toy_run):
+    """predict.tta=[vflip]: the logit is the mean over the image and its top-bottom flip, the
+    localisation map the mean of the map and the flipped-back map of the flip."""
+    _, cache, run = toy_run
+    from mammolens.data.cache import open_cache
+
+    c = open_cache(cache)
+    img = c.load(c.image_ids[0])[0]
+    plain = load_predictor(run)
+    a = plain.predict_arrays([img, img[::-1].copy()], heatmaps=True, gradcam=False)
+    tta = load_predictor(run)
+    tta.config.predict.tta = ["vflip"]
+    b = tta.predict_arrays([img], heatmaps=True, gradcam=False)[0]
+    assert b.logit == pytest.approx((a[0].logit + a[1].logit) / 2, abs=1e-5)
+    from scipy.special import expit, logit
+
+    # the map is a probability: the logits are averaged
+    la, lb = (logit(np.clip(m, 1e-6, 1 - 1e-6)) for m in (a[0].maps["localization"], a[1].maps["localization"][::-1]))
+    assert np.allclose(b.maps["localization"], expit((la + lb) / 2), atol=1e-3)
+    assert abs(b.logit - a[0].logit) > 1e-7  # the flip changed something: the test can fail

@@ -151,7 +151,7 @@ class Predictor:
         from mammolens.explain.heatmaps import compute_heatmaps
 
         x = self._as_batch(images)
-        out = self.backend(x)
+        out = self._forward(x)
         logits = np.asarray(out["logit"], dtype=np.float32).reshape(-1)
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         maps: list[dict[str, np.ndarray]] = [{} for _ in range(len(logits))]
@@ -165,6 +165,18 @@ class Predictor:
             touts = {k: torch.from_numpy(np.asarray(v)) for k, v in out.items()}
             maps = compute_heatmaps(self.model, x, touts, gradcam=bool(gc))
         return [ImageResult(float(p), float(lg), m) for p, lg, m in zip(probs, logits, maps, strict=True)]
+
+    def _forward(self, x: torch.Tensor) -> dict[str, Any]:
+        """The backend's outputs, averaged over the run's test-time flips (``predict.tta``)."""
+        out = self.backend(x)
+        tta = list(self.config.predict.tta)
+        if not tta:
+            return out
+        outs = [out]
+        for _aug in tta:  # "vflip" (the only one): flip rows, score, flip the maps back
+            o = self.backend(torch.flip(x, dims=[-2]))
+            outs.append({k: (np.flip(np.asarray(v), axis=-2).copy() if np.asarray(v).ndim == 3 else np.asarray(v)) for k, v in o.items()})
+        return {k: np.mean([np.asarray(o[k], dtype=np.float32) for o in outs], axis=0) for k in out}
 
     def predict_files(
         self,
