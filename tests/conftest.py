@@ -34,3 +34,21 @@ def mias_dir() -> Path:
         if (cand / "Info.txt").exists():
             return cand
     pytest.skip("mini-MIAS development data not found beside the checkout")
+
+
+@pytest.fixture(scope="session")
+def crash_corpus(tmp_path_factory) -> Path:
+    """The DICOM crash corpus (../shared/dicom-crash-corpus/build_all.py), built once per session:
+    one file per decoder crash / panic / stray exception / NaN signature, plus controls."""
+    import subprocess
+    import sys
+
+    for cand in (REPO_ROOT.parent / "shared" / "dicom-crash-corpus", REPO_ROOT / "shared" / "dicom-crash-corpus"):
+        if (cand / "build_all.py").exists():
+            break
+    else:
+        pytest.skip("dicom-crash-corpus not found beside the checkout (../shared/dicom-crash-corpus)")
+    out = tmp_path_factory.mktemp("crash-corpus")
+    proc = subprocess.run([sys.executable, str(cand / "build_all.py"), str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out

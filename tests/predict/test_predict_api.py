@@ -126,6 +126,24 @@ def test_bad_inputs_become_qc_rows(toy_run, tmp_path):
     assert df.attrs["n_rejected"] == 3
 
 
+@pytest.mark.timeout(300)
+def test_files_that_crash_decoders_become_qc_rows(toy_run, tmp_path, crash_corpus):
+    """A DICOM that aborts / segfaults python-gdcm, panics pylibjpeg-rle or carries a NaN
+    window is a QC rejection; the run goes on and scores the good files."""
+    manifest, _, run = toy_run
+    m = pd.read_csv(manifest)
+    good = [str(Path(manifest).parent / p) for p in m["path"][:2]]
+    bad = [crash_corpus / f"{n}.dcm" for n in ("N4_jpeg_lossless_sof_precision_17", "N5_jpeg_lossless_bitsallocated_32",
+                                               "P2_rle_segment_overrun", "S1_window_width_nan", "E3_voilut_no_lutdata")]
+    df = predict(run, [bad[0], *good[:1], *bad[1:], *good[1:]], tmp_path / "out.csv", progress=False, batch_size=2)
+    assert len(df) == 2 and df["score"].notna().all()
+    qc = pd.read_csv(tmp_path / "qc.csv")
+    assert len(qc) == 5 and set(qc["severity"]) == {"reject"}
+    reasons = " | ".join(qc["reason"])
+    for fragment in ("decoder crashed (SIGSEGV)", "decoder crashed (SIGABRT)", "decoder panicked", "not finite", "KeyError"):
+        assert fragment in reasons
+
+
 def test_resume_skips_scored_images(toy_run, tmp_path, monkeypatch):
     manifest, cache, run = toy_run
     out = tmp_path / "r.csv"
