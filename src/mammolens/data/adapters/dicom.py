@@ -66,10 +66,10 @@ from mammolens.data.adapters._common import (
     density_from_letter,
     density_from_number,
     flag_rows,
+    laterality_code,
     metadata_reader,
     new_row,
     no_progress,
-    laterality_code,
     read_table_rows,
 )
 from mammolens.data.lesions import parse_lesions, rebase_mask_paths

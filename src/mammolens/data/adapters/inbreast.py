@@ -67,8 +67,8 @@ from mammolens.data.adapters._common import (
     no_progress,
     parse_age,
     parse_birads_set,
-    read_table_rows,
     read_dicom_header,
+    read_table_rows,
 )
 from mammolens.data.lesions import dump_lesions
 from mammolens.errors import InputError
