@@ -871,6 +871,10 @@ def _render(ds: Any, meta: dict[str, Any], path: str | Path, plugin: str, *, voi
         table_lo, table_hi = int(raw.min()), int(raw.max())
         full_raw, raw = raw, np.arange(table_lo, table_hi + 1, dtype=raw.dtype)
 
+    for kw in ("RescaleSlope", "RescaleIntercept"):
+        v = ds.get(kw, None)
+        if v not in (None, "") and not math.isfinite(float(v)):  # pydicom would skip it silently
+            raise InputError(path, f"invalid Modality LUT / rescale ({kw} is not finite: {v})")
     try:
         has_modality = "ModalityLUTSequence" in ds or ("RescaleSlope" in ds or "RescaleIntercept" in ds)
         if has_modality:
