@@ -146,3 +146,29 @@ def test_train_refuses_a_cache_of_another_size_with_the_command_to_run(toy, tmp_
     r = CliRunner().invoke(app, ["train", str(toy["manifest"]), "--cache", str(toy["cache"]), "--out", str(tmp_path / "r2"),
                                  "--config", "mias"])
     assert r.exit_code == 1 and "--size" in " ".join(r.output.split())
+
+
+def test_heads_stage_alone_is_a_complete_run_and_keeps_the_backbone(toy, tmp_path):
+    """heads.enabled with train.max_epochs=0: the heads are fitted on frozen features and the
+    run folder holds checkpoints predict can read; the backbone is bit-identical to its start."""
+    from mammolens.models import create_model
+    from mammolens.predict import load_predictor
+
+    out = tmp_path / "run"
+    over = [*FAST, "heads.enabled=true", "heads.epochs=3", "train.max_epochs=0", "train.loc_target=lesion"]
+    res = train(toy["manifest"], toy["cache"], config="tiny", out=out, overrides=over, progress=False)
+    assert res.status == "completed" and res.epochs_run == 0 and (out / "checkpoints" / "best.ckpt").is_file()
+    meta = json.loads((out / "meta.json").read_text())
+    hs = meta["heads_stage"]
+    assert 1 <= hs["best_epoch"] <= hs["epochs_run"] <= 3 and len(hs["history"]) == hs["epochs_run"]
+    p = load_predictor(out)
+    torch.manual_seed(0)  # the same seeded random backbone as the run's start
+    start = create_model("attention_tiny", pretrained="none", tiny_width=4)
+    for k, v in start.backbone.state_dict().items():
+        if "num_batches" in k:
+            continue
+        assert torch.equal(p.model.backbone.state_dict()[k], v), k
+    heads_changed = any(not torch.equal(p.model.state_dict()[k], v) for k, v in start.state_dict().items() if not k.startswith("backbone."))
+    assert heads_changed
+    with pytest.raises(ConfigError, match="heads.enabled"):
+        train(toy["manifest"], toy["cache"], config="tiny", out=tmp_path / "r0", overrides=[*FAST, "train.max_epochs=0"], progress=False)

@@ -113,6 +113,21 @@ class PatchStageConfig(_Section):
     augment: bool = True
 
 
+class HeadStageConfig(_Section):
+    """The heads stage, run by ``train`` after the patch stage: the heads are fitted on
+    the frozen backbone's features, computed once (:mod:`mammolens.train.head_stage`).
+    ``train.max_epochs: 0`` then skips the whole-image stage."""
+
+    enabled: bool = False
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(16, ge=1)
+    patience: int = Field(8, ge=1)
+    #: also train on each image's top-bottom flip
+    flip: bool = True
+
+
 class OptimConfig(_Section):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -122,11 +137,15 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_epochs: int = Field(50, ge=1)
+    #: epochs of the whole-image stage; 0 = none (the heads stage's model is the result)
+    max_epochs: int = Field(50, ge=0)
     early_stop_patience: int = Field(8, ge=1)
     seed: int = 0
     imbalance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
     loc_weight: float = Field(1.0, ge=0)
+    #: what the localisation map is supervised with: ``malignant`` outlines only, or every
+    #: annotated finding (``lesion``, benign ones included)
+    loc_target: Literal["malignant", "lesion"] = "malignant"
     #: backbone weights held fixed: ``early`` = stem..layer2, ``backbone`` = all of it (only
     #: the heads learn; batch-norm statistics still adapt). For small datasets after
     #: ``mammolens pretrain-patches`` (Shen et al. 2019's second stage with few images).
@@ -178,6 +197,7 @@ class Config(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     patch: PatchStageConfig = PatchStageConfig()
+    heads: HeadStageConfig = HeadStageConfig()
     predict: PredictConfig = PredictConfig()
 
     def to_yaml(self) -> str:

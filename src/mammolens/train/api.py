@@ -264,6 +264,61 @@ def _patch_stage(cfg: Config, df: pd.DataFrame, cache_obj: Any, run: Path, mhash
     return load_config(cfg, {"model.pretrained": str(out)}), info
 
 
+def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.DataFrame, cache_obj: Any,
+                 pos_weight: float | None, accelerator: str, *, progress: bool) -> dict[str, Any]:
+    """Fit the heads on the frozen backbone's features (:mod:`mammolens.train.head_stage`)."""
+    from mammolens.train.head_stage import fit_heads
+
+    def items(d: pd.DataFrame) -> list[tuple[Any, Any, int]]:
+        out = []
+        for iid, y in zip(d["image_id"].astype(str), d["label"].astype(int), strict=True):
+            img, mask, _ = cache_obj.load(iid)
+            out.append((img, mask, int(y)))
+        return out
+
+    hc = cfg.heads
+    console = None
+    if progress:
+        from mammolens.progress import stderr_console
+
+        console = stderr_console()
+    res = fit_heads(
+        module.model, items(train_df), items(val_df), epochs=hc.epochs, lr=hc.lr, weight_decay=hc.weight_decay,
+        batch_size=hc.batch_size, patience=hc.patience, flip=hc.flip, loc_weight=cfg.train.loc_weight,
+        loc_target=cfg.train.loc_target, pos_weight=pos_weight, seed=cfg.train.seed,
+        device="cuda" if accelerator == "gpu" else "cpu",
+        on_epoch=None if console is None else (
+            lambda r: console.print(f"heads stage: epoch {int(r['epoch'])}/{hc.epochs} loss {r['loss']:.4f}"
+                                    + (f" val AUC {r['val_auc']:.3f}" if "val_auc" in r else ""))),
+    )
+    return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
+            "seconds": round(res.seconds, 1), "seconds_features": round(res.seconds_features, 1), "history": res.history}
+
+
+def _finish_without_whole_image_stage(module: Any, cfg: Config, meta: dict[str, Any], run: Path, ckdir: Path,
+                                      heads: dict[str, Any], train_df: pd.DataFrame, val_df: pd.DataFrame,
+                                      qc_path: Path | None, excluded: int, t0: float, pos_weight: float | None) -> TrainResult:
+    """The run is the heads stage's model: write best/last checkpoints in training's layout."""
+    import torch
+
+    from mammolens.run_folder import checkpoint_payload
+
+    meta.update(status="completed", epochs_run=0, best_val_auc=heads["best_val_auc"],
+                best_checkpoint=str(ckdir / BEST), seconds=round(time.perf_counter() - t0, 1))
+    payload = checkpoint_payload(module.model.state_dict(), cfg.model_dump(mode="json"), meta, pos_weight=pos_weight)
+    for name in (BEST, LAST):
+        tmp = ckdir / (name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, ckdir / name)
+    _write_meta(run, meta)
+    return TrainResult(
+        run_dir=run, best_checkpoint=ckdir / BEST, last_checkpoint=ckdir / LAST, best_val_auc=heads["best_val_auc"],
+        epochs_run=0, model=cfg.model.name, stopped_early=False, status="completed", n_train=len(train_df),
+        n_val=len(val_df), seconds=round(time.perf_counter() - t0, 1), qc_path=qc_path, excluded=excluded,
+        history=[dict(h) for h in heads["history"]],
+    )
+
+
 def train(
     manifest: str | Path | pd.DataFrame,
     cache: Any,
@@ -446,6 +501,15 @@ def _train(
     # -- trainer -------------------------------------------------------------------------
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     module = MammoLitModule(cfg.model_dump(mode="json"), pos_weight=pos_weight, meta=meta)
+    if cfg.heads.enabled and not resume:
+        heads = _heads_stage(cfg, module, train_df, val_df, cache_obj, pos_weight, accelerator, progress=progress)
+        meta["heads_stage"] = heads
+        module.meta = meta
+        _write_meta(run, meta)
+        if cfg.train.max_epochs == 0:
+            return _finish_without_whole_image_stage(module, cfg, meta, run, ckdir, heads, train_df, val_df, qc_path, len(qc), t0, pos_weight)
+    elif cfg.train.max_epochs == 0:
+        raise ConfigError("train.max_epochs=0 (no whole-image stage) needs the heads stage (heads.enabled=true)")
     dm = MammoDataModule(train_df, val_df, cache_obj, cfg, pin_memory=accelerator == "gpu")
     ck_best = ModelCheckpoint(
         dirpath=ckdir, filename="best", monitor="val_auc", mode="max", save_top_k=1, save_last=True, enable_version_counter=False

@@ -4,7 +4,8 @@
 
 * with a lesion mask (cache mask present and, for a malignant image, some pixel = 2):
   dense binary cross-entropy between the localisation logits (layer4 grid) and the
-  malignant mask max-pooled to that grid (a cell is positive when any of its pixels is
+  malignant mask (or, ``train.loc_target: lesion``, every annotated finding) max-pooled
+  to that grid (a cell is positive when any of its pixels is
   malignant), lesion and background cells weighted equally (:func:`balanced_dense_bce`);
 * without one: multiple-instance (weak) supervision: binary cross-entropy between the
   LSE-pooled localisation map (:func:`mammolens.models.lse_pool`) and the image label.
@@ -25,10 +26,20 @@ from mammolens.data.lesions import MASK_MALIGNANT
 from mammolens.models.pooling import lse_pool
 
 
-def mask_targets(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Malignant mask ``(B, H, W)`` -> ``(B, h, w)`` float targets (any-pixel max pooling)."""
-    m = (mask == MASK_MALIGNANT).float().unsqueeze(1)
+def mask_targets(mask: torch.Tensor, grid: tuple[int, int], *, target: str = "malignant") -> torch.Tensor:
+    """Lesion mask ``(B, H, W)`` -> ``(B, h, w)`` float targets (any-pixel max pooling).
+
+    ``target="malignant"``: malignant pixels only (benign findings are background);
+    ``"lesion"``: every annotated finding, benign ones included (they teach the
+    appearance of masses and calcifications to a detector trained on few cancers).
+    """
+    if target not in LOC_TARGETS:
+        raise ValueError(f"loc_target must be one of {LOC_TARGETS}, got {target!r}")
+    m = ((mask == MASK_MALIGNANT) if target == "malignant" else (mask > 0)).float().unsqueeze(1)
     return F.adaptive_max_pool2d(m, grid).squeeze(1)
+
+
+LOC_TARGETS = ("malignant", "lesion")
 
 
 def balanced_dense_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -54,6 +65,7 @@ def mammo_loss(
     loc_weight: float = 1.0,
     lse_r: float = 5.0,
     pos_weight: float | None = None,
+    loc_target: str = "malignant",
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Return ``(total_loss, parts)``; ``parts`` has ``cls``, ``loc`` tensors and ``n_dense``."""
     logit = out["logit"].float()
@@ -69,7 +81,7 @@ def mammo_loss(
     has_mask = batch["has_mask"].to(loc.device).bool()
     per = torch.zeros(b, device=loc.device)
     if has_mask.any():
-        tgt = mask_targets(batch["mask"].to(loc.device), tuple(loc.shape[-2:]))
+        tgt = mask_targets(batch["mask"].to(loc.device), tuple(loc.shape[-2:]), target=loc_target)
         dense = balanced_dense_bce(loc, tgt)
         per = torch.where(has_mask, dense, per)
     if (~has_mask).any():

@@ -89,7 +89,8 @@ class MammoLitModule(pl.LightningModule):
         return self.model(x)
 
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        return mammo_loss(out, batch, loc_weight=self.loc_weight, lse_r=self.cfg.model.lse_r, pos_weight=self.pos_weight)
+        return mammo_loss(out, batch, loc_weight=self.loc_weight, lse_r=self.cfg.model.lse_r, pos_weight=self.pos_weight,
+                          loc_target=self.cfg.train.loc_target)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch["image"])

@@ -1,0 +1,212 @@
+"""The heads stage: fit the model's heads on frozen backbone features computed once.
+
+With a frozen backbone (an ImageNet or patch-pretrained trunk) every training epoch of
+the whole-image stage would recompute the same feature maps. This stage computes them
+once per training and validation image (and, as augmentation, once for its top-bottom
+flip), keeps them in memory (float16), and trains only the heads (the localisation
+head, and for the attention model the gated attention pooling and its classifier) with
+the package's loss (:func:`mammolens.train.losses.mammo_loss`): dense supervision of the
+localisation map from the cached lesion masks, weak (multiple-instance) supervision where
+an image has none. The epoch with the best validation AUC is kept (early stopping).
+
+It is the cheap, exact equivalent of ``train.freeze: backbone`` without the repeated
+backbone passes (minus rotation / intensity augmentation), which is what makes the
+small-data recipe affordable on a CPU at 200 um; ``train.max_epochs`` further epochs of
+the usual whole-image stage (fine-tuning, GPU) may follow.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mammolens.data.lesions import MASK_MALIGNANT
+from mammolens.errors import ConfigError
+from mammolens.train.losses import mammo_loss
+
+
+@dataclass
+class _Feats:
+    c3: torch.Tensor  # (N, C3, h3, w3) float16
+    c4: torch.Tensor  # (N, C4, h, w) float16
+    mask: torch.Tensor  # (N, h, w) uint8: the cache mask max-pooled onto the c4 grid (0 / 1 benign / 2 malignant)
+    has_mask: torch.Tensor  # (N,) bool
+    label: torch.Tensor  # (N,) float
+    image: np.ndarray  # (N,) index of the source image (a flip shares it)
+
+
+@dataclass
+class HeadStageResult:
+    """What :func:`fit_heads` did: epochs run, best epoch and validation AUC, history."""
+
+    epochs_run: int
+    best_epoch: int
+    best_val_auc: float | None
+    seconds: float
+    seconds_features: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
+              device: str, progress: Callable[[int, int], None] | None) -> _Feats:
+    c3s, c4s, masks, has, labels, src = [], [], [], [], [], []
+    model.eval()
+    with torch.inference_mode():
+        for i, (img, mask, label) in enumerate(items):
+            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+            views = [x, torch.flip(x, dims=[-2])] if flip else [x]
+            f = model.forward_features(torch.cat(views).to(device))
+            c3s.append(f["c3"].to(torch.float16).cpu())
+            c4s.append(f["c4"].to(torch.float16).cpu())
+            grid = tuple(f["c4"].shape[-2:])
+            for v in range(len(views)):
+                # as the dataset decides: a mask supervises densely unless a malignant image's
+                # cancer is not outlined in it
+                if mask is None or not (label == 0 or (np.asarray(mask) == MASK_MALIGNANT).any()):
+                    masks.append(torch.zeros(grid, dtype=torch.uint8))
+                    has.append(False)
+                else:
+                    m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+                    if v == 1:
+                        m = torch.flip(m, dims=[0])
+                    masks.append(F.adaptive_max_pool2d(m[None, None], grid)[0, 0].to(torch.uint8))
+                    has.append(True)
+                labels.append(float(label))
+                src.append(i)
+            if progress is not None:
+                progress(i + 1, len(items))
+    return _Feats(torch.cat(c3s), torch.cat(c4s), torch.stack(masks), torch.tensor(has), torch.tensor(labels), np.array(src))
+
+
+def _head_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+
+
+def fit_heads(
+    model: torch.nn.Module,
+    train_items: Sequence[tuple[np.ndarray, np.ndarray | None, int]],
+    val_items: Sequence[tuple[np.ndarray, np.ndarray | None, int]],
+    *,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 16,
+    patience: int = 8,
+    flip: bool = True,
+    loc_weight: float = 1.0,
+    loc_target: str = "malignant",
+    pos_weight: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> HeadStageResult:
+    """Train ``model``'s heads in place on its frozen backbone's features.
+
+    Parameters
+    ----------
+    model
+        An :class:`~mammolens.models.AttentionMammoNet` or baseline (``forward_features`` /
+        ``forward_head``); its backbone is not changed (its batch-norm statistics neither).
+    train_items, val_items
+        ``(image, mask or None, label)`` in cache geometry; the validation images choose
+        the epoch kept (best AUC; the last epoch when validation has one class).
+    epochs, lr, weight_decay, batch_size, patience
+        Adam on the head parameters; stop after ``patience`` epochs without a better
+        validation AUC.
+    flip
+        Also train (and validate) on each image's top-bottom flip.
+    loc_weight, loc_target, pos_weight
+        As in :func:`mammolens.train.losses.mammo_loss`.
+    progress
+        ``progress(phase, done, total)`` while features are computed (``phase`` =
+        ``"train"`` or ``"val"``).
+    on_epoch
+        Called with each epoch's record (``epoch``, ``loss``, ``val_auc``).
+    """
+    from mammolens.stats import auc_score
+
+    if epochs < 1:
+        raise ConfigError("heads.epochs must be >= 1")
+    if not train_items:
+        raise ConfigError("the heads stage has no training image")
+    t0 = time.perf_counter()
+    model.to(device)
+    lse_r = float(getattr(model, "lse_r", 5.0))
+
+    def prog(phase: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda d, t: progress(phase, d, t))
+
+    tr = _features(model, train_items, flip=flip, device=device, progress=prog("train"))
+    va = _features(model, val_items, flip=False, device=device, progress=prog("val")) if val_items else None
+    t_feat = time.perf_counter() - t0
+    params = _head_params(model)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(tr.label)
+    best_auc, best_epoch, best_state = -math.inf, 0, None
+    history: list[dict[str, float]] = []
+    stale = 0
+    ep = 0
+    for ep in range(1, epochs + 1):
+        model.train()
+        model.backbone.eval()
+        perm = torch.randperm(n, generator=gen)
+        tot, seen = 0.0, 0
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            feats = {"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}
+            out = model.forward_head(feats)
+            batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx]}
+            loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        rec: dict[str, float] = {"epoch": ep, "loss": tot / max(1, seen)}
+        auc = None
+        if va is not None:
+            scores = _scores(model, va, device)
+            y = va.label.numpy()
+            if len(np.unique(y)) == 2:
+                auc = float(auc_score(y, scores))
+                rec["val_auc"] = auc
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+        better = auc is None or auc > best_auc
+        if better:
+            best_auc = auc if auc is not None else best_auc
+            best_epoch, best_state, stale = ep, copy.deepcopy({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return HeadStageResult(
+        epochs_run=ep, best_epoch=best_epoch, best_val_auc=None if best_auc == -math.inf else best_auc,
+        seconds=time.perf_counter() - t0, seconds_features=t_feat, history=history,
+    )
+
+
+def _scores(model: torch.nn.Module, f: _Feats, device: str, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(f.label), batch_size):
+            o = model.forward_head({"c3": f.c3[i : i + batch_size].to(device).float(), "c4": f.c4[i : i + batch_size].to(device).float()})
+            out.append(o["logit"].float().cpu().numpy())
+    return np.concatenate(out)
