@@ -183,6 +183,10 @@ class PredictConfig(_Section):
     #: averages logits and maps (images are laterality-normalised, so a left-right flip
     #: would put the chest wall on the wrong side)
     tta: list[Literal["vflip"]] = Field(default_factory=list)
+    #: contralateral-difference score: ``score = sigmoid(logit - w * logit of the same view
+    #: of the other breast)``; 0 = off (the image's own logit). The table always carries
+    #: ``contralateral_logit``.
+    contralateral: float = Field(0.0, ge=0.0, le=1.0)
     gradcam: bool = True
     overlay_kind: Literal["localization", "attention", "gradcam"] = "localization"
     overlay_max_side: int = Field(1024, ge=64)

@@ -157,3 +157,31 @@ def test_hanley_mcneil_se_matches_formula():
     assert hanley_mcneil_se(1.0, n1, n0) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(StatsInputError):
         hanley_mcneil_se(1.2, n1, n0)
+
+
+def test_contralateral_values_pair_the_same_view_of_the_other_breast():
+    from mammolens.stats.levels import contralateral_values
+
+    df = pd.DataFrame({
+        "patient_id": ["p1"] * 4 + ["p2"],
+        "study_id": ["s1"] * 4 + ["s2"],
+        "laterality": ["L", "L", "R", "r", "L"],
+        "view": ["CC", "MLO", "CC", "MLO", "CC"],
+        "logit": [1.0, 2.0, 3.0, 4.0, 5.0],
+    })
+    got = contralateral_values(df)
+    assert got.tolist()[:4] == [3.0, 4.0, 1.0, 2.0]
+    assert np.isnan(got.iloc[4])  # p2 has no right breast
+
+
+def test_contralateral_difference_score_in_predict():
+    from mammolens.predict.api import add_contralateral
+
+    df = pd.DataFrame({"patient_id": ["a", "a", "b"], "study_id": ["1", "1", "2"], "laterality": ["L", "R", "L"],
+                       "view": ["MLO", "MLO", "MLO"], "logit": [2.0, 0.5, 1.0], "score": [0.0, 0.0, 0.0]})
+    off = add_contralateral(df)
+    assert off["score"].tolist() == [0.0, 0.0, 0.0] and off["contralateral_logit"].tolist()[:2] == [0.5, 2.0]
+    on = add_contralateral(df, weight=0.5)
+    assert on["score"].iloc[0] == pytest.approx(1 / (1 + np.exp(-(2.0 - 0.25))))
+    assert on["score"].iloc[1] == pytest.approx(1 / (1 + np.exp(-(0.5 - 1.0))))
+    assert on["score"].iloc[2] == 0.0  # no partner: its own score is kept

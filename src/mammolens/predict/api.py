@@ -445,6 +445,25 @@ def score_items(
             writer.shutdown(wait=True)
 
 
+def add_contralateral(df: pd.DataFrame, *, weight: float = 0.0) -> pd.DataFrame:
+    """Add ``contralateral_logit`` and, with ``weight > 0``, make ``score`` the
+    contralateral-difference score ``sigmoid(logit - weight * contralateral_logit)``
+    (the image's own score where the other breast has no image of the same view)."""
+    from mammolens.stats.levels import contralateral_values
+
+    df = df.copy()
+    if df.empty:
+        df["contralateral_logit"] = pd.Series(dtype=float)
+        return df
+    contra = contralateral_values(df.assign(laterality=df["laterality"].fillna("").astype(str)), value="logit")
+    df["contralateral_logit"] = contra
+    if weight > 0:
+        z = df["logit"].to_numpy(float) - weight * contra.fillna(0.0).to_numpy(float)
+        has = contra.notna().to_numpy()
+        df.loc[has, "score"] = 1.0 / (1.0 + np.exp(-z[has]))
+    return df
+
+
 def add_rollups(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``breast_score`` (max over the breast's images) and ``exam_score`` (max over the exam).
 
@@ -737,6 +756,7 @@ def predict(
     # input order (decode workers finish out of order; a resumed run appends)
     order = {it.path: i for i, it in enumerate(items)}
     df = df.iloc[np.argsort(df["path"].map(order).fillna(len(items)).to_numpy(), kind="stable")].reset_index(drop=True)
+    df = add_contralateral(df, weight=float(predictor.config.predict.contralateral))
     df = add_rollups(df)
     tmp = paths["images"].with_name(paths["images"].name + ".tmp")
     df.to_csv(tmp, index=False)

@@ -132,3 +132,26 @@ def roll_up(scores: Sequence[tuple[str, float]], *, how: str = "max") -> tuple[d
 
 
 __all__ = ["LEVELS", "add_level_scores", "aggregate_scores", "level_keys", "roll_up"]
+
+
+def contralateral_values(df: pd.DataFrame, *, value: str = "logit") -> pd.Series:
+    """Per image, the mean ``value`` of the other breast's images of the same exam and view.
+
+    Radiologists read a breast against the other one: an asymmetry is suspicious, a
+    pattern both breasts share is usually not. This pairs each image with the same view
+    of the contralateral breast (``patient_id, study_id, view``, the other
+    ``laterality``); ``NaN`` where the exam has no such image.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed like ``df``.
+    """
+    check_columns(df, [*EXAM_KEY, "laterality", "view", value], what="predictions")
+    key = [*EXAM_KEY, "view"]
+    lat = df["laterality"].astype(str).str.upper()
+    means = df.assign(_lat=lat).groupby([*key, "_lat"], dropna=False)[value].mean()
+    other = lat.map({"L": "R", "R": "L"})
+    idx = pd.MultiIndex.from_frame(df[key].assign(_lat=other))
+    return pd.Series(means.reindex(idx).to_numpy(dtype=float), index=df.index, name=f"contralateral_{value}")
+
