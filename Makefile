@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the demo needs the package only: no test tools, browsers or deployment runtimes
+STAMP_RUN := $(VENV)/.installed-run
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -11,14 +14,17 @@ BENCH_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP_RUN): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(PIP) -e .
+	touch $(STAMP_RUN)
+
+$(STAMP): $(STAMP_RUN)
+	$(PIP) -e '.[test]'
 	touch $(STAMP)
 
-## the main job: the whole study on the built-in synthetic cohort (CPU, < 10 min)
-demo: $(STAMP)
+## the main job: the whole study on the built-in synthetic cohort (CPU, < 5 min)
+demo: $(STAMP_RUN)
 	$(BIN)/mammolens demo --out demo_out
 
 ## system packages the integration tests use (PostgreSQL, Orthanc + DICOMweb, Chromium)

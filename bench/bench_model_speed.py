@@ -1,24 +1,32 @@
-"""Model speed and predict memory, next to the machine's float32 GEMM limit.
+"""Model speed per inference backend and whole-process predict, next to the GEMM limit.
 
-Measures, in one run on this machine:
+Measures, in ONE run on this machine (``--json OUT``; keys in brackets):
 
-1. the peak float32 GEMM rate (``torch.matmul`` of large square matrices): the ceiling
-   for convolution throughput on this CPU;
-2. inference images/s of ``attention_resnet50`` at 1024x832 (batch 1 and batched), with
-   the exact FLOPs per image (``torch.utils.flop_counter``) so the achieved GFLOP/s can be
-   compared with the GEMM peak;
-3. training images/s (forward + backward + Adam step) of ``attention_resnet50`` at
-   1024x832 (and of the ``tiny`` model at 256x208, the demo's setting);
-4. the peak memory (max RSS) of ``mammolens predict`` on 250 and on 1,000 small image
-   files, each in a fresh process: equal peaks show memory does not grow with the number
-   of inputs (streaming).
+1. the peak float32 GEMM rate, ``torch.matmul`` of 4096x4096 matrices (``gemm_gflops``):
+   the ceiling for convolution throughput on this CPU;
+2. the FLOPs of the paper preset's model (``attention_resnet50`` at 1024x832) per image,
+   counted with ``torch.utils.flop_counter`` (``model_gflop_per_image``);
+3. model-only images/s of every backend of ``predict --backend`` at batch 1 and at
+   larger batches (``backends.<name>.images_per_s_b1``, ``.share_of_peak_b1``,
+   ``.best_batch``, ``.images_per_s_best``, ``.share_of_peak_best``), plus the old
+   path (eager, NCHW layout, ``backends_reference.eager_nchw``) that made batch 2
+   slower than batch 1;
+4. whole-process ``mammolens predict`` images/s on >= 32 full-field synthetic DICOMs
+   (``mammolens synth --size full``) with the paper preset, the fastest backend, decode
+   workers and heatmap + overlay writing (``predict_whole_process.images_per_s``,
+   ``.share_of_peak``, ``.ratio_to_model_only``), in a fresh process;
+5. the attention_tiny figures of the demo, and the peak memory of ``predict`` on 250 and
+   1,000 inputs (flat = streaming).
+
+share of peak = model FLOPs x images/s / GEMM peak.
+
+The machine's load average is recorded at the start and end (``machine``); figures
+measured while other jobs run are lower bounds.
 
 Usage::
 
-    .venv/bin/python bench/bench_model_speed.py            # ~3-5 min on 2 cores
-    .venv/bin/python bench/bench_model_speed.py --quick    # smaller repeat counts
-
-Writes ``bench/results/model_speed.json`` and ``bench/results/model_speed.md``.
+    .venv/bin/python bench/bench_model_speed.py --json bench/results/model_speed.json
+    .venv/bin/python bench/bench_model_speed.py --quick      # fewer repeats, no memory runs
 """
 
 from __future__ import annotations
@@ -35,9 +43,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent / "src"))
 
 
-def gemm_peak(n: int = 2048, repeats: int = 5) -> dict:
+def load_text() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def gemm_peak(n: int = 4096, repeats: int = 3) -> dict:
     import torch
 
     a = torch.randn(n, n)
@@ -61,48 +77,111 @@ def flops_per_image(model, shape) -> float:
     return float(fc.get_total_flops())
 
 
-def time_inference(model, shape, batch: int, repeats: int, *, warmup: bool = True) -> dict:
-    import torch
-
-    x = torch.rand(batch, 1, *shape)
-    with torch.inference_mode():
-        if warmup:
-            model(x)  # oneDNN primitive creation, allocator
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    best = min(times)
-    return {"batch": batch, "repeats": repeats, "seconds_best": best, "seconds_median": sorted(times)[len(times) // 2], "images_per_s": batch / best}
-
-
-def time_training(model, shape, batch: int, steps: int, *, warmup: bool = True) -> dict:
-    import torch
-
-    from mammolens.train.losses import mammo_loss
-
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 1, *shape)
-    b = {"label": torch.tensor([1.0, 0.0] * (batch // 2) + [1.0] * (batch % 2)), "mask": torch.zeros(batch, *shape, dtype=torch.uint8), "has_mask": torch.zeros(batch, dtype=torch.bool)}
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss, _ = mammo_loss(model(x), b, loc_weight=1.0)
-        loss.backward()
-        opt.step()
-
-    if warmup:
-        step()
+def time_fn(fn, x, repeats: int) -> dict:
+    fn(x)  # warm-up: primitive creation, allocator, (re)compilation for this shape
     times = []
-    for _ in range(steps):
+    for _ in range(repeats):
         t = time.perf_counter()
-        step()
+        fn(x)
         times.append(time.perf_counter() - t)
-    model.eval()
     best = min(times)
-    return {"batch": batch, "steps": steps, "seconds_best": best, "images_per_s": batch / best}
+    return {"batch": int(x.shape[0]), "repeats": repeats, "seconds_best": best,
+            "seconds_median": sorted(times)[len(times) // 2], "images_per_s": x.shape[0] / best}
+
+
+def bench_backends(model, shape, names, batches, repeats, gflop, peak) -> tuple[dict, dict]:
+    import torch
+
+    from mammolens.predict.backends import make_backend
+
+    out: dict = {}
+    for name in names:
+        print(f"backend {name} ...", flush=True)
+        t = time.perf_counter()
+        try:
+            be = make_backend(name, model, shape, fallback=False)
+        except Exception as e:  # noqa: BLE001 - recorded, the others still run
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"  unavailable: {e}", flush=True)
+            continue
+        rec: dict = {"build_seconds": time.perf_counter() - t, "batches": {}}
+        for b in batches:
+            x = torch.rand(b, 1, *shape)
+            r = time_fn(be, x, repeats if b == 1 else max(1, repeats - 1))
+            r["share_of_peak"] = r["images_per_s"] * gflop / peak
+            rec["batches"][str(b)] = r
+            print(f"  batch {b}: {r['images_per_s']:.3f} img/s = {100 * r['share_of_peak']:.0f}% of GEMM peak", flush=True)
+        b1 = rec["batches"]["1"]
+        best_b, best = max(rec["batches"].items(), key=lambda kv: kv[1]["images_per_s"])
+        rec.update(images_per_s_b1=b1["images_per_s"], share_of_peak_b1=b1["share_of_peak"], best_batch=int(best_b),
+                   images_per_s_best=best["images_per_s"], share_of_peak_best=best["share_of_peak"])
+        out[name] = rec
+        del be
+    # the old path: eager in the default NCHW layout (no channels_last)
+    ref: dict = {}
+    m = model.to(memory_format=torch.contiguous_format).eval()
+
+    def nchw(x):
+        with torch.inference_mode():
+            return m(x)
+
+    print("reference: eager NCHW (the old path) ...", flush=True)
+    ref["eager_nchw"] = {}
+    for b in batches[:2]:
+        r = time_fn(nchw, torch.rand(b, 1, *shape), repeats if b == 1 else max(1, repeats - 1))
+        r["share_of_peak"] = r["images_per_s"] * gflop / peak
+        ref["eager_nchw"][str(b)] = r
+        print(f"  batch {b}: {r['images_per_s']:.3f} img/s = {100 * r['share_of_peak']:.0f}% of GEMM peak", flush=True)
+    return out, ref
+
+
+_WHOLE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+from mammolens.predict import load_predictor, predict
+
+run, inputs, out, backend, workers, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+t = time.perf_counter()
+p = load_predictor(run, backend=backend)
+setup = time.perf_counter() - t
+t = time.perf_counter()
+df = predict(p, [inputs], out, heatmaps_dir=out + ".heatmaps", batch_size=batch, gradcam=False, workers=workers, progress=False)
+dt = time.perf_counter() - t
+print(json.dumps({"backend": p.backend.name, "fallback_reason": p.backend.fallback_reason, "setup_seconds": setup,
+                  "n": int(len(df)), "rejected": int(df.attrs["n_rejected"]), "seconds": dt, "peak_rss_mb": status("VmHWM")}))
+"""
+
+
+def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: int) -> dict:
+    from mammolens.data.synthetic import synthesize_cohort
+    from mammolens.serve.scoring import write_untrained_run
+
+    print(f"synthesising {n_images} full-field DICOMs ...", flush=True)
+    t = time.perf_counter()
+    syn = synthesize_cohort(work / "synth", n_patients=(n_images + 3) // 4, size="full", seed=0)
+    synth_s = time.perf_counter() - t
+    run = write_untrained_run(work / "run", preset="paper")
+    dicom_dir = work / "synth" / "dicom"
+    n = sum(1 for _ in dicom_dir.rglob("*.dcm"))
+    print(f"predict ({backend}, {workers} decode worker(s), batch {batch}) on {n} images ...", flush=True)
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    p = subprocess.run([sys.executable, "-c", _WHOLE_CHILD, str(run), str(dicom_dir), str(work / "pred.csv"), backend, str(workers), str(batch)],
+                       capture_output=True, text=True, env=env, check=False)
+    if p.returncode not in (0, 3):
+        return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r.update(images=n, synth_seconds=synth_s, workers=workers, batch=batch, heatmaps=True, gradcam=False,
+             images_per_s=r["n"] / r["seconds"], synth_result=str(getattr(syn, "manifest", "")))
+    return r
 
 
 _MEM_CHILD = r"""
@@ -155,101 +234,115 @@ def predict_memory(work: Path, sizes: tuple[int, ...]) -> list[dict]:
 
     n_pat = (max(sizes) + 1) // 2
     manifest = make_toy_cohort(work / "cohort", n_patients=n_pat, size=(96, 80), mask_fraction=0.5, seed=0)
-    # a small trained run (1 epoch on a subset is enough: this measures memory, not accuracy)
     sub = work / "sub"
     m_small = make_toy_cohort(sub, n_patients=12, size=(96, 80), seed=1)
     make_toy_cache(m_small, sub / "cache", size=(64, 48))
     run = work / "run"
     train(m_small, sub / "cache", config="tiny", out=run, overrides=["train.max_epochs=1"], progress=False)
     res = []
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
     for n in sizes:
         out = work / f"pred_{n}.csv"
-        p = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(n), str(manifest), str(run), str(out)], capture_output=True, text=True, check=True)
+        p = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(n), str(manifest), str(run), str(out)], capture_output=True, text=True, check=True, env=env)
         res.append(json.loads(p.stdout.strip().splitlines()[-1]))
     return res
 
 
+def tiny_figures(repeats: int) -> dict:
+    import torch
+
+    from mammolens.models import create_model
+    from mammolens.train.losses import mammo_loss
+
+    tiny = create_model("attention_tiny", pretrained="none").eval()
+    shape = (256, 208)
+    gflop = flops_per_image(tiny, shape) / 1e9
+    with torch.inference_mode():
+        inf = time_fn(tiny, torch.rand(16, 1, *shape), repeats)
+    tiny.train()
+    opt = torch.optim.Adam(tiny.parameters(), lr=1e-4)
+    x = torch.rand(16, 1, *shape)
+    b = {"label": torch.tensor([1.0, 0.0] * 8), "mask": torch.zeros(16, *shape, dtype=torch.uint8), "has_mask": torch.zeros(16, dtype=torch.bool)}
+
+    def step(_x):
+        opt.zero_grad(set_to_none=True)
+        loss, _ = mammo_loss(tiny(_x), b, loc_weight=1.0)
+        loss.backward()
+        opt.step()
+
+    tr = time_fn(step, x, repeats)
+    return {"gflops_per_image": gflop, "inference_b16": inf, "training_b16": tr}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
-    ap.add_argument("--height", type=int, default=1024)
-    ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--batch", type=int, default=2, help="batch size of the batched inference measurement")
-    ap.add_argument("--out", type=Path, default=RESULTS / "model_speed.json")
+    ap.add_argument("--json", dest="out", type=Path, default=RESULTS / "model_speed.json", help="write the results here (and a .md beside it)")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no memory runs")
+    ap.add_argument("--backends", default="eager,compiled,onnx,openvino")
+    ap.add_argument("--batches", default="1,2,4")
+    ap.add_argument("--images", type=int, default=32, help="full-field DICOMs for whole-process predict (>= 32)")
+    ap.add_argument("--workers", type=int, default=1, help="decode workers of whole-process predict")
     ap.add_argument("--skip-memory", action="store_true")
-    ap.add_argument("--only-memory", action="store_true", help="re-measure predict memory only, updating --out")
+    ap.add_argument("--skip-whole", action="store_true")
     args = ap.parse_args()
 
     import torch
 
-    from mammolens.models import create_model
+    from mammolens.config import load_config
+    from mammolens.models import create_model, model_kwargs_from_config
 
-    if args.only_memory:
-        res = json.loads(args.out.read_text())
-        with tempfile.TemporaryDirectory() as d:
-            res["predict_memory"] = predict_memory(Path(d), (250, 1000))
-        args.out.write_text(json.dumps(res, indent=2))
-        args.out.with_suffix(".md").write_text(to_markdown(res))
-        print(json.dumps(res["predict_memory"], indent=1))
-        return
-
-    shape = (args.height, args.width)
     reps = 2 if args.quick else 3
     t0 = time.perf_counter()
+    start_load = os.getloadavg()
     res: dict = {
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
-            "load_average_at_start": list(os.getloadavg()),
-            "note": (
-                "idle machine" if os.getloadavg()[0] < 1.0
-                else "machine shared with other jobs (load average >= 1): figures are lower bounds"
-            ),
+            "uptime_at_start": load_text(),
+            "load_average_at_start": list(start_load),
+            "under_load": start_load[0] >= 1.0,
+            "note": ("idle machine" if start_load[0] < 1.0 else
+                     f"measured UNDER LOAD (load average {start_load[0]:.1f} on {os.cpu_count()} cores: other jobs were running); "
+                     "absolute figures are lower bounds, ratios within this run are comparable"),
         },
-        "image_size": list(shape),
     }
+    cfg = load_config("paper")
+    model = create_model(cfg.model.name, pretrained="none", **model_kwargs_from_config(cfg.model)).eval()
+    shape = (1024, 832)
+    res.update(preset="paper", model=cfg.model.name, image_size=list(shape))
     print("GEMM peak ...", flush=True)
-    res["gemm_fp32"] = gemm_peak(2048, 3 if args.quick else 5)
-    peak = res["gemm_fp32"]["gflops"]
+    res["gemm"] = gemm_peak(4096, reps)
+    peak = res["gemm_gflops"] = res["gemm"]["gflops"]
     print(f"  {peak:.1f} GFLOP/s", flush=True)
-
-    model = create_model("attention_resnet50", pretrained="none").eval()
     fl = flops_per_image(model, shape)
-    res["attention_resnet50"] = {"flops_per_image": fl, "gflops_per_image": fl / 1e9}
-    inf = {}
-    for b in (1, args.batch):
-        print(f"inference resnet50 batch {b} ...", flush=True)
-        # the batch-1 run warms the kernels up; the batched run reuses them
-        r = time_inference(model, shape, b, reps if b == 1 else max(1, reps - 1), warmup=b == 1)
-        r["achieved_gflops"] = r["images_per_s"] * fl / 1e9
-        r["fraction_of_gemm_peak"] = r["achieved_gflops"] / peak
-        inf[f"batch_{b}"] = r
-        print(f"  {r['images_per_s']:.3f} img/s = {r['achieved_gflops']:.1f} GFLOP/s ({100 * r['fraction_of_gemm_peak']:.0f}% of GEMM peak)", flush=True)
-    res["attention_resnet50"]["inference"] = inf
-    print("training resnet50 batch 2 ...", flush=True)
-    tr = time_training(model, shape, 2, 1, warmup=False)  # one step: ~1 TFLOP, slow on 2 cores
-    tr["achieved_gflops_approx"] = tr["images_per_s"] * 3 * fl / 1e9  # fwd + bwd ~ 3x fwd
-    res["attention_resnet50"]["training"] = tr
-    print(f"  {tr['images_per_s']:.3f} img/s", flush=True)
+    gflop = res["model_gflop_per_image"] = fl / 1e9
+    print(f"{cfg.model.name} at {shape[0]}x{shape[1]}: {gflop:.1f} GFLOP/image", flush=True)
+    batches = [int(b) for b in args.batches.split(",")]
+    res["backends"], res["backends_reference"] = bench_backends(model, shape, args.backends.split(","), batches, reps, gflop, peak)
+    ok = {k: v for k, v in res["backends"].items() if "error" not in v}
+    best_name = max(ok, key=lambda k: ok[k]["images_per_s_b1"]) if ok else "eager"
+    res["best_backend_b1"] = best_name
     del model
 
-    tiny = create_model("attention_tiny", pretrained="none").eval()
-    tshape = (256, 208)
-    res["attention_tiny_256x208"] = {
-        "gflops_per_image": flops_per_image(tiny, tshape) / 1e9,
-        "inference": time_inference(tiny, tshape, 16, reps),
-        "training": time_training(tiny, tshape, 16, 2 if args.quick else 3),
-    }
-    print(f"tiny 256x208: {res['attention_tiny_256x208']['inference']['images_per_s']:.0f} img/s inference, {res['attention_tiny_256x208']['training']['images_per_s']:.0f} img/s training", flush=True)
+    if not args.skip_whole:
+        with tempfile.TemporaryDirectory() as d:
+            w = whole_process(Path(d), max(32, args.images), best_name, args.workers, 1)
+        if "error" not in w:
+            w["share_of_peak"] = w["images_per_s"] * gflop / peak
+            w["ratio_to_model_only"] = w["images_per_s"] / ok[best_name]["images_per_s_b1"] if best_name in ok else None
+            print(f"  whole process: {w['images_per_s']:.3f} img/s = {100 * w['share_of_peak']:.0f}% of GEMM peak, "
+                  f"{100 * (w['ratio_to_model_only'] or 0):.0f}% of the model-only rate", flush=True)
+        res["predict_whole_process"] = w
 
-    if not args.skip_memory:
+    print("attention_tiny (the demo) ...", flush=True)
+    res["attention_tiny_256x208"] = tiny_figures(reps)
+    if not (args.skip_memory or args.quick):
         print("predict memory on 250 and 1000 files ...", flush=True)
         with tempfile.TemporaryDirectory() as d:
             res["predict_memory"] = predict_memory(Path(d), (250, 1000))
-        for r in res["predict_memory"]:
-            print(f"  {r['n']} inputs: peak RSS {r['peak_rss_mb']:.0f} MB, {r['scored'] / r['seconds']:.1f} img/s (with heatmaps + overlays)", flush=True)
+    res["machine"]["uptime_at_end"] = load_text()
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,43 +351,67 @@ def main() -> None:
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
 def to_markdown(r: dict) -> str:
-    a = r["attention_resnet50"]
+    m = r["machine"]
     lines = [
         "# Model speed (bench/bench_model_speed.py)",
         "",
-        f"Machine: {r['machine']['platform']}, {r['machine']['cpu_count']} CPU(s), torch threads {r['machine']['torch_threads']}, "
-        f"load average at start {r['machine']['load_average_at_start'][0]:.1f} ({r['machine']['note']}).",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPU cores, torch threads {m['torch_threads']}, torch {m['torch']}.",
         "",
-        f"Peak float32 GEMM (torch.matmul {r['gemm_fp32']['n']}x{r['gemm_fp32']['n']}): **{r['gemm_fp32']['gflops']:.1f} GFLOP/s**.",
+        f"**Load:** {m['note']}. `uptime` at start: `{m['uptime_at_start']}`; at end: `{m.get('uptime_at_end', '?')}`.",
         "",
-        f"attention_resnet50 at {r['image_size'][0]}x{r['image_size'][1]}: {a['gflops_per_image']:.1f} GFLOP per image (forward).",
+        f"Peak float32 GEMM (torch.matmul {r['gemm']['n']}x{r['gemm']['n']}): **{r['gemm_gflops']:.1f} GFLOP/s**. "
+        f"{r['model']} (preset {r['preset']}) at {r['image_size'][0]}x{r['image_size'][1]}: {r['model_gflop_per_image']:.1f} GFLOP per image.",
         "",
-        "| measurement | batch | images/s | GFLOP/s | share of GEMM peak |",
-        "|---|---|---|---|---|",
+        "Model only (forward pass on a batch in memory; share of peak = GFLOP/image x images/s / GEMM peak):",
+        "",
+        "| backend | batch 1 images/s | batch 1 share of peak | best batch | best images/s | best share of peak | build (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for v in a["inference"].values():
-        lines.append(f"| inference | {v['batch']} | {v['images_per_s']:.3f} | {v['achieved_gflops']:.1f} | {100 * v['fraction_of_gemm_peak']:.0f}% |")
-    t = a["training"]
-    lines.append(f"| training (fwd+bwd+Adam) | {t['batch']} | {t['images_per_s']:.3f} | ~{t['achieved_gflops_approx']:.1f} | ~{100 * t['achieved_gflops_approx'] / r['gemm_fp32']['gflops']:.0f}% |")
+    for name, v in r["backends"].items():
+        if "error" in v:
+            lines.append(f"| {name} | unavailable: {v['error'][:80]} | | | | | |")
+            continue
+        lines.append(f"| {name} | {v['images_per_s_b1']:.3f} | {_pct(v['share_of_peak_b1'])} | {v['best_batch']} | "
+                     f"{v['images_per_s_best']:.3f} | {_pct(v['share_of_peak_best'])} | {v['build_seconds']:.1f} |")
+    ref = r.get("backends_reference", {}).get("eager_nchw", {})
+    if ref:
+        cells = ", ".join(f"batch {b}: {v['images_per_s']:.3f} img/s ({_pct(v['share_of_peak'])})" for b, v in ref.items())
+        lines += ["", f"The old path (eager, NCHW layout): {cells}."]
+    lines += ["", "Per batch size:", "", "| backend | batch | images/s | share of peak |", "|---|---|---|---|"]
+    for name, v in r["backends"].items():
+        for b, x in v.get("batches", {}).items():
+            lines.append(f"| {name} | {b} | {x['images_per_s']:.3f} | {_pct(x['share_of_peak'])} |")
+    w = r.get("predict_whole_process")
+    if w:
+        if "error" in w:
+            lines += ["", f"Whole-process predict failed: {w['error']}"]
+        else:
+            lines += [
+                "",
+                f"Whole-process `predict` ({w['n']} full-field synthetic DICOMs, backend {w['backend']}, {w['workers']} decode worker(s), "
+                f"batch {w['batch']}, heatmaps + overlays written, no Grad-CAM; fresh process): **{w['images_per_s']:.3f} images/s** = "
+                f"{_pct(w['share_of_peak'])} of GEMM peak = {_pct(w.get('ratio_to_model_only'))} of the backend's model-only rate "
+                f"(model load + backend build before it: {w['setup_seconds']:.1f} s; peak RSS {w['peak_rss_mb']:.0f} MB).",
+            ]
     ti = r["attention_tiny_256x208"]
-    lines += [
-        "",
-        f"attention_tiny at 256x208 (the demo): {ti['gflops_per_image']:.2f} GFLOP per image; "
-        f"inference {ti['inference']['images_per_s']:.0f} images/s (batch 16), training {ti['training']['images_per_s']:.0f} images/s (batch 16).",
-    ]
+    lines += ["", f"attention_tiny at 256x208 (the demo): {ti['gflops_per_image']:.2f} GFLOP per image; inference "
+              f"{ti['inference_b16']['images_per_s']:.0f} images/s, training {ti['training_b16']['images_per_s']:.0f} images/s (batch 16)."]
     if "predict_memory" in r:
         lines += [
             "",
-            "Memory of `predict` (a fresh process each; 96x80 PNG inputs preprocessed on the fly, tiny model, "
-            "heatmaps incl. Grad-CAM + overlays written; RSS sampled every 0.5 s, VmHWM = peak):",
+            "Memory of `predict` (a fresh process each; 96x80 PNG inputs, tiny model, heatmaps incl. Grad-CAM + overlays; VmHWM = peak):",
             "",
             "| inputs | RSS before (MB) | RSS at 25/50/75/100% of the run (MB) | peak RSS (MB) | images/s |",
             "|---|---|---|---|---|",
         ]
-        for m in r["predict_memory"]:
-            q = " / ".join(f"{x:.0f}" for x in m.get("rss_quartiles_mb", []))
-            lines.append(f"| {m['n']} | {m.get('rss_before_mb', float('nan')):.0f} | {q} | {m['peak_rss_mb']:.0f} | {m['scored'] / m['seconds']:.1f} |")
+        for x in r["predict_memory"]:
+            q = " / ".join(f"{v:.0f}" for v in x.get("rss_quartiles_mb", []))
+            lines.append(f"| {x['n']} | {x.get('rss_before_mb', float('nan')):.0f} | {q} | {x['peak_rss_mb']:.0f} | {x['scored'] / x['seconds']:.1f} |")
     lines += ["", f"Total bench time {r['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -45,6 +45,13 @@ DEMO_PREVALENCE = 0.5
 DEMO_SPLIT = (0.15, 0.25)
 
 
+def _cpu_seconds() -> float:
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class DemoError(MammolensError):
     """A demo stage failed (the message names the stage and the reason)."""
 
@@ -220,13 +227,15 @@ def run_demo(
             return
         log(f"[{i}/{len(STAGES)}] {name} ...")
         t0 = time.perf_counter()
+        c0 = _cpu_seconds()
         try:
             outputs, extra = fn()
         except MammolensError as e:
             raise DemoError(f"demo stage {name!r} failed: {e}") from e
         dt = time.perf_counter() - t0
         times[name] = dt
-        state.mark(name, dt, outputs, **extra)
+        # CPU seconds (this process + finished workers): comparable on a shared machine, wall time is not
+        state.mark(name, dt, outputs, cpu_seconds=round(_cpu_seconds() - c0, 2), **extra)
         log(f"[{i}/{len(STAGES)}] {name}: {dt:.1f} s")
 
     # 1. synthesise --------------------------------------------------------------------
