@@ -97,3 +97,26 @@ def test_export_cli_and_bad_inputs(run, tmp_path):
     (tmp_path / "ok" / EXPORT_FILE).write_text("{not json")
     code, text = _cli("predict", tmp_path / "ok", tmp_path, "--out", tmp_path / "p.csv")
     assert code == 1 and EXPORT_FILE in text and "not valid JSON" in text
+
+
+def test_service_scorer_loads_an_export(run, tmp_path):
+    """The service's model loading (PredictorScorer -> load_predictor) takes an export folder."""
+    import cv2
+
+    from mammolens.serve.scoring import PredictorScorer
+
+    out = tmp_path / "deploy"
+    export_run(run, "onnx", out)
+    files = []
+    for i in range(2):
+        f = tmp_path / f"s{i}.png"
+        img = np.zeros((70, 56), np.uint8)
+        img[5:65, : 30 + 10 * i] = 120 + 40 * i
+        cv2.imwrite(str(f), img)
+        files.append(f)
+    res = PredictorScorer(out).score_files(files, tmp_path / "hm")
+    assert set(res) == set(files)
+    ref = load_predictor(run).predict_files([str(f) for f in files])
+    for f, r in res.items():
+        assert r.heatmap is not None and r.heatmap.is_file()
+        assert abs(r.score - float(ref.set_index("path").loc[str(f), "score"])) <= 1e-4
