@@ -161,7 +161,7 @@ print(json.dumps({"backend": p.backend.name, "fallback_reason": p.backend.fallba
 """
 
 
-def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: int) -> dict:
+def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: int, model_name: str, shape: tuple[int, int]) -> dict:
     from mammolens.data.synthetic import synthesize_cohort
     from mammolens.serve.scoring import write_untrained_run
 
@@ -169,7 +169,8 @@ def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: 
     t = time.perf_counter()
     syn = synthesize_cohort(work / "synth", n_patients=(n_images + 3) // 4, size="full", seed=0)
     synth_s = time.perf_counter() - t
-    run = write_untrained_run(work / "run", preset="paper")
+    kind, arch = model_name.split("_", 1)
+    run = write_untrained_run(work / "run", preset="paper", image_size=shape, overrides={"model.kind": kind, "model.arch": arch})
     dicom_dir = work / "synth" / "dicom"
     n = sum(1 for _ in dicom_dir.rglob("*.dcm"))
     print(f"predict ({backend}, {workers} decode worker(s), batch {batch}) on {n} images ...", flush=True)
@@ -278,10 +279,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", dest="out", type=Path, default=RESULTS / "model_speed.json", help="write the results here (and a .md beside it)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, no memory runs")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement after a warm-up (default 3, --quick 2)")
     ap.add_argument("--backends", default="eager,compiled,onnx,openvino")
     ap.add_argument("--batches", default="1,2,4")
     ap.add_argument("--images", type=int, default=32, help="full-field DICOMs for whole-process predict (>= 32)")
     ap.add_argument("--workers", type=int, default=1, help="decode workers of whole-process predict")
+    ap.add_argument("--model", default=None, help="model name (default: the paper preset's)")
+    ap.add_argument("--size", default="1024x832", help="input HxW (default: the paper preset's cache size)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-whole", action="store_true")
     args = ap.parse_args()
@@ -291,7 +295,7 @@ def main() -> None:
     from mammolens.config import load_config
     from mammolens.models import create_model, model_kwargs_from_config
 
-    reps = 2 if args.quick else 3
+    reps = args.repeats or (2 if args.quick else 3)
     t0 = time.perf_counter()
     start_load = os.getloadavg()
     res: dict = {
@@ -309,16 +313,17 @@ def main() -> None:
         },
     }
     cfg = load_config("paper")
-    model = create_model(cfg.model.name, pretrained="none", **model_kwargs_from_config(cfg.model)).eval()
-    shape = (1024, 832)
-    res.update(preset="paper", model=cfg.model.name, image_size=list(shape))
+    model_name = args.model or cfg.model.name
+    model = create_model(model_name, pretrained="none", **model_kwargs_from_config(cfg.model)).eval()
+    shape = tuple(int(v) for v in args.size.lower().split("x"))
+    res.update(preset="paper", model=model_name, image_size=list(shape))
     print("GEMM peak ...", flush=True)
     res["gemm"] = gemm_peak(4096, reps)
     peak = res["gemm_gflops"] = res["gemm"]["gflops"]
     print(f"  {peak:.1f} GFLOP/s", flush=True)
     fl = flops_per_image(model, shape)
     gflop = res["model_gflop_per_image"] = fl / 1e9
-    print(f"{cfg.model.name} at {shape[0]}x{shape[1]}: {gflop:.1f} GFLOP/image", flush=True)
+    print(f"{model_name} at {shape[0]}x{shape[1]}: {gflop:.1f} GFLOP/image", flush=True)
     batches = [int(b) for b in args.batches.split(",")]
     res["backends"], res["backends_reference"] = bench_backends(model, shape, args.backends.split(","), batches, reps, gflop, peak)
     ok = {k: v for k, v in res["backends"].items() if "error" not in v}
@@ -328,7 +333,7 @@ def main() -> None:
 
     if not args.skip_whole:
         with tempfile.TemporaryDirectory() as d:
-            w = whole_process(Path(d), max(32, args.images), best_name, args.workers, 1)
+            w = whole_process(Path(d), max(32, args.images), best_name, args.workers, 1, model_name, shape)
         if "error" not in w:
             w["share_of_peak"] = w["images_per_s"] * gflop / peak
             w["ratio_to_model_only"] = w["images_per_s"] / ok[best_name]["images_per_s_b1"] if best_name in ok else None
