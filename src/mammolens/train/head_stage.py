@@ -43,6 +43,28 @@ class _Feats:
     image: np.ndarray  # (N,) index of the source image (a flip shares it)
 
 
+#: features of frozen backbones kept for the life of the process, keyed by
+#: (backbone fingerprint, image key, flipped): the folds and seeds of ``mammolens cv``
+#: share one frozen ImageNet trunk, so each image's features are computed once per run
+_MEMO: dict[tuple[str, str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+_MEMO_MAX_BYTES = 4 << 30
+
+
+def backbone_fingerprint(backbone: torch.nn.Module) -> str:
+    """A hash of a backbone's parameters and buffers (what its features depend on)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in sorted(backbone.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _memo_bytes() -> int:
+    return sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in _MEMO.values())
+
+
 @dataclass
 class HeadStageResult:
     """What :func:`fit_heads` did: epochs run, best epoch and validation AUC, history."""
@@ -56,18 +78,29 @@ class HeadStageResult:
 
 
 def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
-              device: str, progress: Callable[[int, int], None] | None) -> _Feats:
+              device: str, progress: Callable[[int, int], None] | None, keys: Sequence[str] | None = None) -> _Feats:
     c3s, c4s, masks, has, labels, src = [], [], [], [], [], []
     model.eval()
+    fp = backbone_fingerprint(model.backbone) if keys is not None else ""
     with torch.inference_mode():
         for i, (img, mask, label) in enumerate(items):
-            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-            views = [x, torch.flip(x, dims=[-2])] if flip else [x]
-            f = model.forward_features(torch.cat(views).to(device))
-            c3s.append(f["c3"].to(torch.float16).cpu())
-            c4s.append(f["c4"].to(torch.float16).cpu())
-            grid = tuple(f["c4"].shape[-2:])
-            for v in range(len(views)):
+            nviews = 2 if flip else 1
+            mk = [(fp, str(keys[i]), bool(v)) for v in range(nviews)] if keys is not None else []
+            if mk and all(k in _MEMO for k in mk):
+                c3 = torch.cat([_MEMO[k][0] for k in mk])
+                c4 = torch.cat([_MEMO[k][1] for k in mk])
+            else:
+                x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+                views = [x, torch.flip(x, dims=[-2])] if flip else [x]
+                f = model.forward_features(torch.cat(views).to(device))
+                c3, c4 = f["c3"].to(torch.float16).cpu(), f["c4"].to(torch.float16).cpu()
+                if mk and _memo_bytes() < _MEMO_MAX_BYTES:
+                    for v, k in enumerate(mk):
+                        _MEMO[k] = (c3[v : v + 1].clone(), c4[v : v + 1].clone())
+            c3s.append(c3)
+            c4s.append(c4)
+            grid = tuple(c4.shape[-2:])
+            for v in range(nviews):
                 # as the dataset decides: a mask supervises densely unless a malignant image's
                 # cancer is not outlined in it
                 if mask is None or not (label == 0 or (np.asarray(mask) == MASK_MALIGNANT).any()):
@@ -108,6 +141,8 @@ def fit_heads(
     device: str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    train_keys: Sequence[str] | None = None,
+    val_keys: Sequence[str] | None = None,
 ) -> HeadStageResult:
     """Train ``model``'s heads in place on its frozen backbone's features.
 
@@ -131,6 +166,10 @@ def fit_heads(
         ``"train"`` or ``"val"``).
     on_epoch
         Called with each epoch's record (``epoch``, ``loss``, ``val_auc``).
+    train_keys, val_keys
+        A unique key per image (e.g. cache folder + image id): features are then kept in
+        memory for the process and reused by later calls with the same frozen backbone
+        (the folds of a cross-validation).
     """
     from mammolens.stats import auc_score
 
@@ -145,8 +184,8 @@ def fit_heads(
     def prog(phase: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda d, t: progress(phase, d, t))
 
-    tr = _features(model, train_items, flip=flip, device=device, progress=prog("train"))
-    va = _features(model, val_items, flip=False, device=device, progress=prog("val")) if val_items else None
+    tr = _features(model, train_items, flip=flip, device=device, progress=prog("train"), keys=train_keys)
+    va = _features(model, val_items, flip=False, device=device, progress=prog("val"), keys=val_keys) if val_items else None
     t_feat = time.perf_counter() - t0
     params = _head_params(model)
     for p in model.backbone.parameters():
