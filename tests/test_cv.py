@@ -172,3 +172,35 @@ def test_heads_stage_alone_is_a_complete_run_and_keeps_the_backbone(toy, tmp_pat
     assert heads_changed
     with pytest.raises(ConfigError, match="heads.enabled"):
         train(toy["manifest"], toy["cache"], config="tiny", out=tmp_path / "r0", overrides=[*FAST, "train.max_epochs=0"], progress=False)
+
+
+def test_cv_compare_pairs_the_same_images_and_the_contralateral_ablation(tmp_path):
+    """cv-compare: paired DeLong per seed on image_id; cv.json's contralateral ablation."""
+    import numpy as np
+
+    from mammolens.cv import compare_cv, contralateral_ablation
+
+    rng = np.random.default_rng(0)
+    n = 40
+    base = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k // 2}" for k in range(n)],
+                         "label": [k % 3 == 0 for k in range(n)]})
+    base["label"] = base["label"].astype(int)
+    good = base.assign(score=base["label"] * 0.6 + rng.random(n) * 0.5)
+    bad = base.assign(score=rng.random(n))
+    for d, t in (("A", good), ("B", bad)):
+        (tmp_path / d).mkdir()
+        t.sample(frac=1, random_state=1).to_csv(tmp_path / d / "oof_seed0.csv", index=False)  # row order differs
+    res = compare_cv(tmp_path / "A", tmp_path / "B")
+    r = res["seeds"]["0"]
+    from mammolens.stats import delong_test
+
+    want = delong_test(base["label"], good["score"], bad["score"])
+    assert r["n"] == n and r["auc_a"] == pytest.approx(want.auc_a) and r["p_value"] == pytest.approx(want.p_value)
+    r2 = CliRunner().invoke(app, ["cv-compare", str(tmp_path / "A"), str(tmp_path / "B"), "--json"])
+    assert r2.exit_code == 0 and json.loads(r2.stdout)["seeds"]["0"]["difference"] == pytest.approx(want.difference)
+    (tmp_path / "C").mkdir()
+    with pytest.raises(ConfigError, match="share no seed"):
+        compare_cv(tmp_path / "A", tmp_path / "C")
+    oof = good.assign(logit=good["score"], contralateral_logit=rng.normal(size=n))
+    ab = contralateral_ablation(oof, weight=0.5)
+    assert ab["n_paired_images"] == n and 0 <= ab["auc_contralateral"] <= 1

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "pretrain-patches": "mammolens.commands.pretrain_patches:pretrain_patches",
     "train": "mammolens.commands.train:train",
     "cv": "mammolens.commands.cv:cv",
+    "cv-compare": "mammolens.commands.cv:cv_compare",
     "predict": "mammolens.commands.predict:predict",
     "evaluate": "mammolens.commands.evaluate:evaluate",
     "export": "mammolens.commands.export:export",

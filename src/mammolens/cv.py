@@ -292,6 +292,7 @@ def cross_validate(
             "folds": fold_recs,
             "missing_images": missing,
             "localization": _hit_rates(oof_l, oof_path.parent) if heatmaps else None,
+            "contralateral": contralateral_ablation(oof),
             "seconds": round(sum(float(r.get("seconds") or 0) for r in fold_recs), 1),
         }
         result.seconds = time.perf_counter() - t0
@@ -305,6 +306,62 @@ def _with_truth(pred: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     pred["image_id"] = pred["image_id"].astype(str)
     pred["label"] = pred["image_id"].map(truth).astype(int)
     return pred
+
+
+def contralateral_ablation(oof: pd.DataFrame, *, weight: float = 0.5) -> dict[str, Any] | None:
+    """The contralateral-difference score ``logit - weight * contralateral_logit`` against the
+    image's own logit on the same out-of-fold images (paired DeLong test)."""
+    from mammolens.stats import delong_test
+
+    if "contralateral_logit" not in oof.columns:
+        return None
+    contra = pd.to_numeric(oof["contralateral_logit"], errors="coerce")
+    own = oof["logit"].to_numpy(float)
+    diff = own - weight * contra.fillna(0.0).to_numpy(float)
+    y = oof["label"].astype(int).to_numpy()
+    if len(np.unique(y)) < 2:
+        return None
+    t = delong_test(y, diff, own)
+    return {"weight": weight, "n_paired_images": int(contra.notna().sum()), "auc_contralateral": float(t.auc_a),
+            "auc_own": float(t.auc_b), "difference": float(t.difference), "p_value": float(t.p_value)}
+
+
+def compare_cv(a: str | Path, b: str | Path, *, score_a: str = "score", score_b: str = "score") -> dict[str, Any]:
+    """Paired DeLong tests of two cross-validations on the same out-of-fold images, per seed.
+
+    ``a`` and ``b`` are ``mammolens cv`` output folders (or one folder twice with two score
+    columns); the seeds both hold are compared, image by image (joined on ``image_id``).
+    """
+    from mammolens.stats import auc_ci, delong_test
+
+    a, b = Path(a), Path(b)
+    out: dict[str, Any] = {"a": str(a), "b": str(b), "score_a": score_a, "score_b": score_b, "seeds": {}}
+    seeds_a = {p.stem.removeprefix("oof_seed") for p in a.glob("oof_seed*.csv")}
+    seeds_b = {p.stem.removeprefix("oof_seed") for p in b.glob("oof_seed*.csv")}
+    common = sorted(seeds_a & seeds_b, key=lambda x: int(x) if x.isdigit() else x)
+    if not common:
+        raise ConfigError(f"{a} and {b} share no seed with oof_seed<S>.csv: run `mammolens cv` with the same --seeds")
+    for seed in common:
+        ta = pd.read_csv(a / f"oof_seed{seed}.csv", dtype={"image_id": str})
+        tb = pd.read_csv(b / f"oof_seed{seed}.csv", dtype={"image_id": str})
+        for t, col, where in ((ta, score_a, a), (tb, score_b, b)):
+            if col not in t.columns:
+                raise ConfigError(f"{where / f'oof_seed{seed}.csv'}: no column {col!r} (columns: {', '.join(t.columns)})")
+        j = ta[["image_id", "label", "patient_id", score_a]].merge(
+            tb[["image_id", score_b]], on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
+        ca, cb = (f"{score_a}_a", f"{score_b}_b") if score_a == score_b else (score_a, score_b)
+        if len(j) != len(ta) or len(j) != len(tb):
+            raise ConfigError(f"seed {seed}: the two cross-validations scored different images ({len(ta)} vs {len(tb)}, {len(j)} in common)")
+        y = j["label"].astype(int).to_numpy()
+        t = delong_test(y, j[ca].to_numpy(float), j[cb].to_numpy(float))
+        cl = j["patient_id"].astype(str).to_numpy()
+        ra, rb = auc_ci(y, j[ca].to_numpy(float), clusters=cl), auc_ci(y, j[cb].to_numpy(float), clusters=cl)
+        out["seeds"][seed] = {
+            "n": int(len(j)), "auc_a": float(t.auc_a), "auc_b": float(t.auc_b),
+            "ci_a": [float(ra.ci_low), float(ra.ci_high)], "ci_b": [float(rb.ci_low), float(rb.ci_high)],
+            "difference": float(t.difference), "diff_ci": [float(t.ci_low), float(t.ci_high)], "p_value": float(t.p_value),
+        }
+    return out
 
 
 def _run_finished(run: Path) -> bool:

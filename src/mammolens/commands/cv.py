@@ -66,3 +66,34 @@ def cv(
         hit = f"; malignant images localised {loc['hits']}/{loc['n']}" if loc.get("n") else ""
         console.print(f"cv: seed {s}: pooled out-of-fold AUC {auc} on {p['n']} image(s){hit}\n  {v['oof']}")
     console.print(f"cv: {out / 'cv.json'}")
+
+
+def cv_compare(
+    a: Path = typer.Argument(..., help="A `mammolens cv` output folder."),
+    b: Path = typer.Argument(..., help="Another one (or the same folder, with --score-b naming another column)."),
+    score_a: str = typer.Option("score", "--score-a", help="Score column of A's oof_seed<S>.csv."),
+    score_b: str = typer.Option("score", "--score-b", help="Score column of B's oof_seed<S>.csv."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the comparison as JSON to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON to stdout."),
+) -> None:
+    """Paired DeLong test of two cross-validations on the same out-of-fold images, per seed.
+
+    Example:
+
+        mammolens cv-compare cv_mias cv_mias_random --out imagenet_vs_random.json
+    """
+    from mammolens.cv import compare_cv
+    from mammolens.jsonio import write_json
+
+    with cli_errors():
+        res = compare_cv(a, b, score_a=score_a, score_b=score_b)
+        if out is not None:
+            write_json(out, res)
+    if json_out:
+        emit_json(res)
+        return
+    for seed, r in res["seeds"].items():
+        console.print(
+            f"seed {seed}: AUC {r['auc_a']:.3f} vs {r['auc_b']:.3f} on {r['n']} images: difference "
+            f"{r['difference']:+.3f} (95% CI {r['diff_ci'][0]:+.3f} to {r['diff_ci'][1]:+.3f}), p = {r['p_value']:.3g}"
+        )
