@@ -174,10 +174,9 @@ def _circles() -> list[list[str]]:
     return sorted(found)
 
 
-#: circles that exist today and are being removed (issue 13); a new one fails the test
-KNOWN_CIRCLES = [
-    ["mammolens.predict.api", "mammolens.predict.predictor"],
-]
+#: circles tolerated for now (none: data.cache~preprocess, io.dicom~images and
+#: predict.api~predictor were broken by giving the shared concept one home)
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def test_no_new_import_circles():

@@ -1,24 +1,41 @@
-"""Inference: load a trained run, score images, write prediction tables and heatmaps."""
+"""Inference: load a trained run, score images, write prediction tables and heatmaps.
 
-from mammolens.predict.api import (
-    PRED_COLUMNS,
-    add_rollups,
-    breast_table,
-    collect_inputs,
-    exam_table,
-    predict,
-)
-from mammolens.predict.predictor import ImageResult, Predictor, load_predictor, resolve_checkpoint
+Modules: :mod:`.table` (the predictions table: columns, roll-ups, :class:`ImageResult`;
+torch-free), :mod:`.scoring` (the batch loop), :mod:`.predictor` (the model:
+:func:`load_predictor`), :mod:`.api` (:func:`predict`: inputs -> tables), plus
+:mod:`.backends` / :mod:`.export` and :mod:`.dicom_results`. Names are imported on first
+use, so ``import mammolens.predict.table`` does not load torch.
+"""
 
-__all__ = [
-    "PRED_COLUMNS",
-    "ImageResult",
-    "Predictor",
-    "add_rollups",
-    "breast_table",
-    "collect_inputs",
-    "exam_table",
-    "load_predictor",
-    "predict",
-    "resolve_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "PRED_COLUMNS": "table",
+    "ImageResult": "table",
+    "add_rollups": "table",
+    "breast_table": "table",
+    "exam_table": "table",
+    "collect_inputs": "api",
+    "predict": "api",
+    "Predictor": "predictor",
+    "load_predictor": "predictor",
+    "resolve_checkpoint": "predictor",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'mammolens.predict' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mammolens.predict.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,10 @@ from mammolens.config import Config, config_from_dict
 from mammolens.data.transform import Transform
 from mammolens.errors import CheckpointError, ConfigError, InputError
 from mammolens.predict.backends import EXPORT_FILE, EXPORT_FORMAT_VERSION, EXPORT_FORMATS
+from mammolens.predict.table import ImageResult
 from mammolens.run_folder import read_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("mammolens.predict")
-
-
-@dataclass
-class ImageResult:
-    """The outputs for one image: probability, logit and heatmaps (cache geometry)."""
-
-    score: float
-    logit: float
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Predictor:
@@ -192,7 +183,7 @@ class Predictor:
         """
         import pandas as pd
 
-        from mammolens.predict.api import FileItem, score_items
+        from mammolens.predict.scoring import FileItem, score_items
 
         items = [FileItem.from_path(p) for p in paths]
         rows: list[dict[str, Any]] = []
@@ -200,7 +191,7 @@ class Predictor:
         for chunk in score_items(self, items, heatmaps_dir=heatmaps_dir, batch_size=batch_size):
             rows.extend(chunk.rows)
             qc_rows.extend({"path": q.path, "image_id": q.image_id, "reason": q.reason} for q in chunk.qc)
-        from mammolens.predict.api import PRED_COLUMNS, add_rollups
+        from mammolens.predict.table import PRED_COLUMNS, add_rollups
 
         df = pd.DataFrame(rows, columns=PRED_COLUMNS)
         df = add_rollups(df)

@@ -9,7 +9,6 @@ service takes a scorer object), which keeps the service testable on its own.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,18 +16,9 @@ import numpy as np
 
 from mammolens.data.heatmap_io import PREFERRED_KINDS, heatmap_original, heatmap_peak  # noqa: F401 - one owner
 from mammolens.errors import CheckpointError
+from mammolens.predict.table import ImageResult  # the one class (re-exported for scorers)
 
 #: heatmap kinds shown by the viewer, in order of preference
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """The model's output for one image."""
-
-    score: float
-    breast_score: float | None
-    exam_score: float | None
-    heatmap: Path | None
 
 
 class Scorer(Protocol):
