@@ -9,7 +9,7 @@ Usage::
 
 The benches are separate processes (a crash or an out-of-memory kill in one leaves the
 others running); the script exits 1 when any failed, and prints a table of what ran,
-its exit status and its time. The real-data runs (``mias_*``) need the mini-MIAS files
+its exit status and its time. The real-data runs (``bash bench/mias_cv.sh``) need the mini-MIAS files
 and are not part of this list.
 """
 
