@@ -52,3 +52,14 @@ def crash_corpus(tmp_path_factory) -> Path:
     proc = subprocess.run([sys.executable, str(cand / "build_all.py"), str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models: threads only add contention on a busy machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -25,12 +25,7 @@ PATCH = ["patch.enabled=true", "patch.patch_size=24", "patch.per_lesion=2", "pat
          "patch.epochs=1", "patch.batch_size=16", "patch.freeze=none"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

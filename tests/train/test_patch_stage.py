@@ -24,12 +24,7 @@ LIB_FAST = {"arch": "tiny", "tiny_width": 4, "patch_size": 24, "per_lesion": 4, 
             "epochs": 1, "batch_size": 16, "device": "cpu", "max_steps": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
