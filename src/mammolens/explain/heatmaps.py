@@ -141,8 +141,9 @@ def overlay_rgb(
     """Blend a [0, 1] heatmap (:func:`~mammolens.explain.colormap.heat_colormap`) over a
     grayscale image; uint8 ``(H, W, 3)``.
 
-    Pixels whose heatmap value is below ``threshold`` stay gray; the blend weight grows
-    with the heatmap value (``alpha * value``), so cold regions barely tint the image.
+    Pixels whose heatmap value is below ``threshold`` (or 0), and the air around the
+    breast, stay gray; the blend weight grows with the heatmap value, so cold regions
+    barely tint the image.
     """
     from mammolens.explain.colormap import heat_colormap
 
@@ -153,7 +154,10 @@ def overlay_rgb(
     colors = heat_colormap(hm) / 255.0
     gray = np.repeat(img[..., None], 3, axis=2)
     w = (alpha * (0.25 + 0.75 * hm))[..., None]
-    w = np.where((hm >= threshold)[..., None], w, 0.0)
+    # colour the breast only: not the air (within 0.02 of the image's darkest value), nor
+    # where the map is exactly 0 (outside the breast crop the model saw)
+    on = (hm >= threshold) & (hm > 0) & (img > float(img.min()) + 0.02)
+    w = np.where(on[..., None], w, 0.0)
     return np.round((gray * (1 - w) + colors * w) * 255).astype(np.uint8)
 
 
