@@ -132,6 +132,25 @@ def bench_backends(model, shape, names, batches, repeats, gflop, peak) -> tuple[
         r["share_of_peak"] = r["images_per_s"] * gflop / peak
         ref["eager_nchw"][str(b)] = r
         print(f"  batch {b}: {r['images_per_s']:.3f} img/s = {100 * r['share_of_peak']:.0f}% of GEMM peak", flush=True)
+    # thread oversubscription: the same eager forward on one thread (on a machine shared with
+    # other busy processes, OpenMP threads that spin-wait for each other can cost more than
+    # the second core brings)
+    print("reference: eager channels_last, 1 thread ...", flush=True)
+    n_threads = torch.get_num_threads()
+    mc = model.to(memory_format=torch.channels_last).eval()
+
+    def cl(x):
+        with torch.inference_mode():
+            return mc(x.contiguous(memory_format=torch.channels_last))
+
+    torch.set_num_threads(1)
+    try:
+        r = time_fn(cl, torch.rand(1, 1, *shape), repeats)
+    finally:
+        torch.set_num_threads(n_threads)
+    r["share_of_peak"] = r["images_per_s"] * gflop / peak
+    ref["eager_channels_last_1_thread"] = {"1": r}
+    print(f"  batch 1: {r['images_per_s']:.3f} img/s = {100 * r['share_of_peak']:.0f}% of GEMM peak ({n_threads} threads elsewhere)", flush=True)
     return out, ref
 
 
@@ -161,17 +180,21 @@ print(json.dumps({"backend": p.backend.name, "fallback_reason": p.backend.fallba
 """
 
 
-def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: int, model_name: str, shape: tuple[int, int]) -> dict:
+def whole_process(
+    work: Path, n_images: int, backend: str, workers: int, batch: int, model_name: str, shape: tuple[int, int], synth_dir: Path | None = None
+) -> dict:
     from mammolens.data.synthetic import synthesize_cohort
     from mammolens.serve.scoring import write_untrained_run
 
-    print(f"synthesising {n_images} full-field DICOMs ...", flush=True)
+    synth = synth_dir or work / "synth"
     t = time.perf_counter()
-    syn = synthesize_cohort(work / "synth", n_patients=(n_images + 3) // 4, size="full", seed=0)
+    if not (synth / "manifest.csv").is_file():
+        print(f"synthesising {n_images} full-field DICOMs ...", flush=True)
+        synthesize_cohort(synth, n_patients=(n_images + 3) // 4, size="full", seed=0)
     synth_s = time.perf_counter() - t
     kind, arch = model_name.split("_", 1)
     run = write_untrained_run(work / "run", preset="paper", image_size=shape, overrides={"model.kind": kind, "model.arch": arch})
-    dicom_dir = work / "synth" / "dicom"
+    dicom_dir = synth / "dicom"
     n = sum(1 for _ in dicom_dir.rglob("*.dcm"))
     print(f"predict ({backend}, {workers} decode worker(s), batch {batch}) on {n} images ...", flush=True)
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
@@ -181,7 +204,7 @@ def whole_process(work: Path, n_images: int, backend: str, workers: int, batch: 
         return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
     r = json.loads(p.stdout.strip().splitlines()[-1])
     r.update(images=n, synth_seconds=synth_s, workers=workers, batch=batch, heatmaps=True, gradcam=False,
-             images_per_s=r["n"] / r["seconds"], synth_result=str(getattr(syn, "manifest", "")))
+             images_per_s=r["n"] / r["seconds"], inputs=str(dicom_dir))
     return r
 
 
@@ -286,8 +309,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="decode workers of whole-process predict")
     ap.add_argument("--model", default=None, help="model name (default: the paper preset's)")
     ap.add_argument("--size", default="1024x832", help="input HxW (default: the paper preset's cache size)")
+    ap.add_argument("--synth-dir", type=Path, default=None, help="reuse (or write) the synthetic full-field cohort here")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-whole", action="store_true")
+    ap.add_argument("--skip-tiny", action="store_true", help="skip the attention_tiny (demo) figures")
     args = ap.parse_args()
 
     import torch
@@ -333,7 +358,7 @@ def main() -> None:
 
     if not args.skip_whole:
         with tempfile.TemporaryDirectory() as d:
-            w = whole_process(Path(d), max(32, args.images), best_name, args.workers, 1, model_name, shape)
+            w = whole_process(Path(d), max(32, args.images), best_name, args.workers, 1, model_name, shape, args.synth_dir)
         if "error" not in w:
             w["share_of_peak"] = w["images_per_s"] * gflop / peak
             w["ratio_to_model_only"] = w["images_per_s"] / ok[best_name]["images_per_s_b1"] if best_name in ok else None
@@ -341,8 +366,9 @@ def main() -> None:
                   f"{100 * (w['ratio_to_model_only'] or 0):.0f}% of the model-only rate", flush=True)
         res["predict_whole_process"] = w
 
-    print("attention_tiny (the demo) ...", flush=True)
-    res["attention_tiny_256x208"] = tiny_figures(reps)
+    if not args.skip_tiny:
+        print("attention_tiny (the demo) ...", flush=True)
+        res["attention_tiny_256x208"] = tiny_figures(reps)
     if not (args.skip_memory or args.quick):
         print("predict memory on 250 and 1000 files ...", flush=True)
         with tempfile.TemporaryDirectory() as d:
@@ -383,10 +409,11 @@ def to_markdown(r: dict) -> str:
             continue
         lines.append(f"| {name} | {v['images_per_s_b1']:.3f} | {_pct(v['share_of_peak_b1'])} | {v['best_batch']} | "
                      f"{v['images_per_s_best']:.3f} | {_pct(v['share_of_peak_best'])} | {v['build_seconds']:.1f} |")
-    ref = r.get("backends_reference", {}).get("eager_nchw", {})
-    if ref:
-        cells = ", ".join(f"batch {b}: {v['images_per_s']:.3f} img/s ({_pct(v['share_of_peak'])})" for b, v in ref.items())
-        lines += ["", f"The old path (eager, NCHW layout): {cells}."]
+    for key, what in (("eager_nchw", "The old path (eager, NCHW layout)"), ("eager_channels_last_1_thread", "Eager channels_last on ONE thread")):
+        ref = r.get("backends_reference", {}).get(key, {})
+        if ref:
+            cells = ", ".join(f"batch {b}: {v['images_per_s']:.3f} img/s ({_pct(v['share_of_peak'])})" for b, v in ref.items())
+            lines += ["", f"{what}: {cells}."]
     lines += ["", "Per batch size:", "", "| backend | batch | images/s | share of peak |", "|---|---|---|---|"]
     for name, v in r["backends"].items():
         for b, x in v.get("batches", {}).items():
@@ -403,9 +430,10 @@ def to_markdown(r: dict) -> str:
                 f"{_pct(w['share_of_peak'])} of GEMM peak = {_pct(w.get('ratio_to_model_only'))} of the backend's model-only rate "
                 f"(model load + backend build before it: {w['setup_seconds']:.1f} s; peak RSS {w['peak_rss_mb']:.0f} MB).",
             ]
-    ti = r["attention_tiny_256x208"]
-    lines += ["", f"attention_tiny at 256x208 (the demo): {ti['gflops_per_image']:.2f} GFLOP per image; inference "
-              f"{ti['inference_b16']['images_per_s']:.0f} images/s, training {ti['training_b16']['images_per_s']:.0f} images/s (batch 16)."]
+    ti = r.get("attention_tiny_256x208")
+    if ti:
+        lines += ["", f"attention_tiny at 256x208 (the demo): {ti['gflops_per_image']:.2f} GFLOP per image; inference "
+                  f"{ti['inference_b16']['images_per_s']:.0f} images/s, training {ti['training_b16']['images_per_s']:.0f} images/s (batch 16)."]
     if "predict_memory" in r:
         lines += [
             "",
