@@ -126,6 +126,10 @@ class HeadStageConfig(_Section):
     patience: int = Field(8, ge=1)
     #: also train on each image's top-bottom flip
     flip: bool = True
+    #: which epoch's heads are kept: ``best_val`` (highest validation AUC, early stopping
+    #: after ``patience``) or ``last`` (a fixed schedule: with a handful of positive
+    #: validation images the validation AUC is too noisy to choose by)
+    select: Literal["best_val", "last"] = "best_val"
 
 
 class OptimConfig(_Section):

@@ -60,3 +60,37 @@ def test_features_are_computed_once_per_image_across_calls(monkeypatch):
     torch.manual_seed(1)
     m2 = create_model("attention_tiny", pretrained="none", tiny_width=4)
     assert head_stage.backbone_fingerprint(m2.backbone) != head_stage.backbone_fingerprint(m.backbone)
+
+
+def test_select_last_runs_every_epoch_and_keeps_the_last():
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4, score="localization")
+    res = fit_heads(m, _items(12, 0), _items(6, 1), epochs=4, patience=1, select="last", seed=0)
+    assert res.epochs_run == 4 and res.best_epoch == 4 and len(res.history) == 4
+    assert res.best_val_auc == res.history[-1].get("val_auc")
+
+
+def test_lesion_target_trains_the_image_label_on_the_attention_classifier():
+    """loc_target=lesion: a benign finding is a positive of the map, and the image label
+    (0 for a benign image) acts on the attention classifier, not on the map's LSE score."""
+    from mammolens.train.losses import mammo_loss
+
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4, score="localization")
+    x = torch.rand(1, 1, 64, 48)
+    mask = torch.zeros(1, 64, 48, dtype=torch.uint8)
+    mask[0, :32, :24] = 1  # a benign finding
+    batch = {"label": torch.tensor([0.0]), "mask": mask, "has_mask": torch.tensor([True])}
+    out = m(x)
+    loss, parts = mammo_loss(out, batch, loc_target="lesion")
+    m.zero_grad()
+    parts["cls"].backward(retain_graph=True)
+    assert m.loc_head.weight.grad is None or m.loc_head.weight.grad.abs().sum() == 0
+    assert m.classifier.weight.grad.abs().sum() > 0
+    m.zero_grad()
+    parts["loc"].backward()
+    # the dense term pulls the benign finding's cells up (a positive target)
+    from mammolens.train.losses import mask_targets
+
+    assert mask_targets(mask, (2, 2), target="lesion").sum() > 0
+    assert mask_targets(mask, (2, 2), target="malignant").sum() == 0

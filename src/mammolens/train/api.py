@@ -287,7 +287,7 @@ def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.Da
         module.model, items(train_df), items(val_df),
         train_keys=[f"{root}::{i}" for i in train_df["image_id"].astype(str)],
         val_keys=[f"{root}::{i}" for i in val_df["image_id"].astype(str)], epochs=hc.epochs, lr=hc.lr, weight_decay=hc.weight_decay,
-        batch_size=hc.batch_size, patience=hc.patience, flip=hc.flip, loc_weight=cfg.train.loc_weight,
+        batch_size=hc.batch_size, patience=hc.patience, flip=hc.flip, select=hc.select, loc_weight=cfg.train.loc_weight,
         loc_target=cfg.train.loc_target, pos_weight=pos_weight, seed=cfg.train.seed,
         device="cuda" if accelerator == "gpu" else "cpu",
         on_epoch=None if console is None else (

@@ -143,6 +143,7 @@ def fit_heads(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     train_keys: Sequence[str] | None = None,
     val_keys: Sequence[str] | None = None,
+    select: str = "best_val",
 ) -> HeadStageResult:
     """Train ``model``'s heads in place on its frozen backbone's features.
 
@@ -166,6 +167,10 @@ def fit_heads(
         ``"train"`` or ``"val"``).
     on_epoch
         Called with each epoch's record (``epoch``, ``loss``, ``val_auc``).
+    select
+        ``best_val``: keep the epoch with the best validation AUC and stop after
+        ``patience`` epochs without one; ``last``: run all ``epochs`` and keep the last
+        (validation AUC still reported).
     train_keys, val_keys
         A unique key per image (e.g. cache folder + image id): features are then kept in
         memory for the process and reused by later calls with the same frozen backbone
@@ -175,6 +180,8 @@ def fit_heads(
 
     if epochs < 1:
         raise ConfigError("heads.epochs must be >= 1")
+    if select not in ("best_val", "last"):
+        raise ConfigError(f"heads.select must be best_val or last, got {select!r}")
     if not train_items:
         raise ConfigError("the heads stage has no training image")
     t0 = time.perf_counter()
@@ -224,9 +231,9 @@ def fit_heads(
         history.append(rec)
         if on_epoch is not None:
             on_epoch(rec)
-        better = auc is None or auc > best_auc
+        better = select == "last" or auc is None or auc > best_auc
         if better:
-            best_auc = auc if auc is not None else best_auc
+            best_auc = auc if auc is not None else (best_auc if select != "last" else -math.inf)
             best_epoch, best_state, stale = ep, copy.deepcopy({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}), 0
         else:
             stale += 1

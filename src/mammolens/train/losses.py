@@ -1,6 +1,7 @@
 """The training loss: image classification + lesion localisation (dense or weak).
 
-``L = BCE(logit, y; pos_weight) + loc_weight * L_loc`` where, per image,
+``L = BCE(logit, y; pos_weight) + loc_weight * L_loc`` (with ``loc_target="lesion"`` the
+classification term uses the attention classifier's logit) where, per image,
 
 * with a lesion mask (cache mask present and, for a malignant image, some pixel = 2):
   dense binary cross-entropy between the localisation logits (layer4 grid) and the
@@ -69,6 +70,11 @@ def mammo_loss(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Return ``(total_loss, parts)``; ``parts`` has ``cls``, ``loc`` tensors and ``n_dense``."""
     logit = out["logit"].float()
+    if loc_target == "lesion" and "attention_logit" in out:
+        # the localisation map is a lesion detector (benign findings are positives there):
+        # the image label (malignant or not) trains the attention classifier, and must not
+        # pull a benign image's lesion cells down through a localisation-based image score
+        logit = out["attention_logit"].float()
     y = batch["label"].float().to(logit.device)
     pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=logit.device)
     cls = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pw)
