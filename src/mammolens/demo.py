@@ -107,12 +107,8 @@ def _reader_cases(pred_csv: Path, manifest: Path, *, split: str) -> Any:
     import pandas as pd
 
     from mammolens.data.manifest import read_manifest
-    from mammolens.evaluate.evaluate import (
-        join_predictions,
-        level_table,
-        load_predictions,
-        localisation_section,
-    )
+    from mammolens.evaluate.inputs import join_predictions, level_table, load_predictions
+    from mammolens.evaluate.sections.interpretability import localisation_section
 
     preds, src = load_predictions(pred_csv)
     base = pred_csv.resolve().parent

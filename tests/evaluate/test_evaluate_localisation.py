@@ -16,12 +16,13 @@ from mammolens.data.manifest import read_manifest
 
 
 def test_evaluate_and_stats_localization_agree(tmp_path, make_eval_cohort) -> None:
-    ev = importlib.import_module("mammolens.evaluate.evaluate")
+    ev = importlib.import_module("mammolens.evaluate.inputs")
+    loc = importlib.import_module("mammolens.evaluate.sections.interpretability")
     f = make_eval_cohort(tmp_path, n_patients=30, seed=1)
     preds, _ = ev.load_predictions(f["predictions"])
     joined, _ = ev.join_predictions(preds, read_manifest(f["manifest"]), source="t")
     joined["heatmap"] = [str(tmp_path / p) if p else "" for p in joined["heatmap"]]
-    section, table = ev.localisation_section(joined, kind="localization", base_dir=tmp_path)
+    section, table = loc.localisation_section(joined, kind="localization", base_dir=tmp_path)
     assert section["geometry"] == "original" and section["n_images"] > 5
 
     r = CliRunner().invoke(app, ["stats", "localization", str(f["predictions"]), "--manifest", str(f["manifest"]),

@@ -14,7 +14,7 @@ from scipy.stats import norm
 
 from mammolens.data.manifest import read_manifest
 from mammolens.evaluate import evaluate, simulate_reader_study
-from mammolens.evaluate.evaluate import join_predictions, level_table, load_predictions
+from mammolens.evaluate.inputs import join_predictions, level_table, load_predictions
 
 
 @pytest.fixture(scope="module")

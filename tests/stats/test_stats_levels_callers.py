@@ -39,7 +39,7 @@ def _truth(df: pd.DataFrame, level: str) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_predict_evaluate_and_ingest_agree_with_stats_levels(seed):
     api = importlib.import_module("mammolens.predict.api")
-    ev = importlib.import_module("mammolens.evaluate.evaluate")
+    ev = importlib.import_module("mammolens.evaluate.inputs")
     ingest = importlib.import_module("mammolens.data.ingest")
     df = _images(seed)
     pred = api.add_rollups(df)
