@@ -421,10 +421,12 @@ class IsolatedPool:
                     continue
                 if not done and inflight and self.timeout is not None:
                     now = time.monotonic()
-                    for fut, (item, t) in list(inflight.items()):
-                        if now - t >= self.timeout:
-                            del inflight[fut]
-                            yield item, InputError(self.path_of(item), _timeout_reason(self.timeout, self.path_of(item)))
+                    expired = [f for f, (_, t) in inflight.items() if now - t >= self.timeout]
+                    if not expired:  # woke a hair early: wait again
+                        continue
+                    for fut in expired:
+                        item, _t = inflight.pop(fut)
+                        yield item, InputError(self.path_of(item), _timeout_reason(self.timeout, self.path_of(item)))
                     # the others ran in a pool we now kill: run them again
                     retry.extendleft(reversed([item for item, _ in inflight.values()]))
                     inflight.clear()
