@@ -1,13 +1,19 @@
 """Accounts, password hashing and sessions.
 
 * Passwords are hashed with Argon2id (argon2-cffi, RFC 9106 parameters).
-* A session is a token signed with the server secret (itsdangerous, HMAC-SHA256 with a
-  timestamp): ``{uid, v (the user's token_version), csrf}``. It is sent either as the
+* A session is a row of ``auth_sessions`` plus a token signed with the server secret
+  (itsdangerous, HMAC-SHA256 with a timestamp): ``{uid, v (the user's token_version),
+  csrf, sid (the row's id)}``. A token is accepted only while its row is neither revoked
+  nor expired, so logging out ends the session on the server: a copied token or cookie
+  stops working too. It is sent either as the
   ``mammolens_session`` cookie (HttpOnly, SameSite=Strict) set by ``POST /api/auth/login``,
   or as ``Authorization: Bearer <token>`` by API clients.
 * CSRF: a state-changing request (POST/PUT/PATCH/DELETE) authenticated by the cookie must
   carry the token's ``csrf`` value in the ``X-CSRF-Token`` header (double submit bound to
   the signed session); bearer requests need no CSRF header, as browsers never add them.
+* Failed logins are throttled per user name (:class:`LoginThrottle`); attempts in flight
+  count, so a burst of concurrent guesses cannot all pass the check before any failure
+  is recorded.
 * The secret comes from ``MAMMOLENS_SECRET_KEY``; without it an ephemeral random key is
   generated (sessions then end with the process) and a warning is logged.
 """
@@ -22,6 +28,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -30,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammolens.errors import ConfigError
-from mammolens.serve.models import ROLES, User
+from mammolens.serve.models import ROLES, AuthSession, User, utcnow
 
 log = logging.getLogger("mammolens.serve")
 
@@ -107,6 +114,7 @@ class SessionInfo:
     user_id: int
     version: int
     csrf: str
+    sid: str
 
 
 class TokenSigner:
@@ -116,10 +124,10 @@ class TokenSigner:
         self._s = URLSafeTimedSerializer(secret, salt="mammolens-session")
         self.max_age_s = max_age_s
 
-    def issue(self, user: User) -> tuple[str, str]:
-        """A new token for ``user`` and its CSRF value."""
+    def issue(self, user: User, sid: str) -> tuple[str, str]:
+        """A new token for ``user``'s session ``sid`` and its CSRF value."""
         csrf = secrets.token_urlsafe(24)
-        return self._s.dumps({"uid": user.id, "v": user.token_version, "csrf": csrf}), csrf
+        return self._s.dumps({"uid": user.id, "v": user.token_version, "csrf": csrf, "sid": sid}), csrf
 
     def verify(self, token: str) -> SessionInfo | None:
         try:
@@ -127,9 +135,43 @@ class TokenSigner:
         except (BadSignature, SignatureExpired):
             return None
         try:
-            return SessionInfo(int(data["uid"]), int(data["v"]), str(data["csrf"]))
+            return SessionInfo(int(data["uid"]), int(data["v"]), str(data["csrf"]), str(data["sid"]))
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def open_session(session: Session, user: User, max_age_s: int) -> str:
+    """Record a new server-side session of ``user``; returns its id (for the token).
+
+    Sessions that ended more than a day ago are removed on the way, so the table stays
+    the size of the active sessions.
+    """
+    now = utcnow()
+    session.query(AuthSession).filter(AuthSession.expires_at < now - timedelta(days=1)).delete(
+        synchronize_session=False
+    )
+    sid = secrets.token_urlsafe(24)
+    session.add(AuthSession(id=sid, user_id=user.id, created_at=now, expires_at=now + timedelta(seconds=max_age_s)))
+    session.flush()
+    return sid
+
+
+def session_active(session: Session, info: SessionInfo) -> bool:
+    """Whether the session ``info`` names is on record, not revoked and not expired."""
+    row = session.get(AuthSession, info.sid)
+    return (
+        row is not None
+        and row.user_id == info.user_id
+        and row.revoked_at is None
+        and row.expires_at > utcnow()
+    )
+
+
+def revoke_session(session: Session, sid: str) -> None:
+    """End the session ``sid`` on the server (logout)."""
+    row = session.get(AuthSession, sid)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
@@ -137,28 +179,67 @@ def csrf_ok(expected: str, given: str | None) -> bool:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per user name in ``window_s`` seconds."""
+    """At most ``limit`` failed logins per user name in ``window_s`` seconds.
+
+    A login first :meth:`begin`\ s an attempt, which counts against the limit at once
+    (before the slow password check), then ends it with :meth:`failed` or
+    :meth:`succeeded`. So ``limit`` concurrent wrong passwords are checked, and every
+    further concurrent one is refused without a check, where a check-then-record
+    throttle would let the whole burst through.
+    """
 
     def __init__(self, *, limit: int = 10, window_s: float = 300.0) -> None:
         self.limit = limit
         self.window_s = window_s
         self._fails: dict[str, list[float]] = {}
+        self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def blocked(self, username: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._fails.get(username, []) if now - t < self.window_s]
+    def _recent(self, username: str, now: float) -> list[float]:
+        recent = [t for t in self._fails.get(username, []) if now - t < self.window_s]
+        if recent:
             self._fails[username] = recent
-            return len(recent) >= self.limit
+        else:
+            self._fails.pop(username, None)
+        return recent
+
+    def blocked(self, username: str) -> bool:
+        """Whether ``username`` is locked out right now (failures, attempts in flight)."""
+        with self._lock:
+            return len(self._recent(username, time.monotonic())) + self._pending.get(username, 0) >= self.limit
+
+    def begin(self, username: str) -> bool:
+        """Reserve an attempt: ``False`` (refuse with 429) when the user is locked out."""
+        with self._lock:
+            n = len(self._recent(username, time.monotonic())) + self._pending.get(username, 0)
+            if n >= self.limit:
+                return False
+            self._pending[username] = self._pending.get(username, 0) + 1
+            return True
+
+    def _end(self, username: str) -> None:
+        n = self._pending.get(username, 0) - 1
+        if n > 0:
+            self._pending[username] = n
+        else:
+            self._pending.pop(username, None)
 
     def failed(self, username: str) -> None:
+        """End a reserved attempt as a failure (it stays counted for ``window_s``)."""
         with self._lock:
+            self._end(username)
             self._fails.setdefault(username, []).append(time.monotonic())
 
     def succeeded(self, username: str) -> None:
+        """End a reserved attempt as a success: the failure history is cleared."""
         with self._lock:
+            self._end(username)
             self._fails.pop(username, None)
+
+    def abandoned(self, username: str) -> None:
+        """End a reserved attempt that never reached a verdict (an error)."""
+        with self._lock:
+            self._end(username)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

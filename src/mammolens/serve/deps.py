@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 
-from mammolens.serve.auth import CSRF_HEADER, SESSION_COOKIE, csrf_ok
+from mammolens.serve.auth import CSRF_HEADER, SESSION_COOKIE, csrf_ok, session_active
 from mammolens.serve.models import User
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammolens.serve.app import Service
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+#: the largest row id (and offset) the database columns hold: PostgreSQL ``INTEGER``.
+#: Larger numbers are refused with 422 before they reach a query, where SQLite would
+#: overflow its 64-bit integers and PostgreSQL its 32-bit ones (a 500 each).
+MAX_DB_INT = 2**31 - 1
+
+#: a row id in a URL path
+RowId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="row id")]
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,7 @@ class CurrentUser:
     role: str
     csrf: str
     via_cookie: bool
+    sid: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -53,7 +62,9 @@ def optional_user(request: Request) -> CurrentUser | None:
         user = s.get(User, info.user_id)
         if user is None or not user.active or user.token_version != info.version:
             return None
-        return CurrentUser(user.id, user.username, user.role, info.csrf, via_cookie)
+        if not session_active(s, info):  # logged out, expired or unknown session
+            return None
+        return CurrentUser(user.id, user.username, user.role, info.csrf, via_cookie, info.sid)
 
 
 def current_user(request: Request) -> CurrentUser:

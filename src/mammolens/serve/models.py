@@ -18,6 +18,8 @@ Tables
 ``reader_cases``  a reader's randomised case list (reader-study mode).
 ``reads``         one read of a case: ``unaided`` or ``aided``; probability of malignancy
                   (0-100), BI-RADS, heatmap acceptability.
+``auth_sessions`` one row per login: a session token is valid only while its row is
+                  neither revoked (logout) nor expired.
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
+class AuthSession(Base):
+    __tablename__ = "auth_sessions"
+
+    #: random id carried (signed) in the session token
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class Study(Base):
     __tablename__ = "studies"
 
@@ -83,7 +96,10 @@ class Study(Base):
     #: ground truth for reader studies (1 malignant, 0 not), set by an admin
     truth: Mapped[int | None] = mapped_column(Integer, nullable=True)
     in_reader_study: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    pacs_status: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    #: DICOM outputs of a scored study, a durable queue like ``status``: '' (none wanted),
+    #: ``pending`` -> ``writing`` -> ``written`` | ``stored`` (to the PACS) | ``failed``
+    pacs_status: Mapped[str] = mapped_column(String(16), nullable=False, default="", index=True)
+    output_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     scored_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

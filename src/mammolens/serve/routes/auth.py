@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
-from mammolens.serve.auth import SESSION_COOKIE, authenticate
+from mammolens.serve.auth import SESSION_COOKIE, authenticate, open_session, revoke_session
 from mammolens.serve.deps import CurrentUser, current_user, service
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -21,15 +21,22 @@ class LoginBody(BaseModel):
 @router.post("/login")
 def login(body: LoginBody, request: Request, response: Response) -> dict:
     svc = service(request)
-    if svc.throttle.blocked(body.username):
+    if not svc.throttle.begin(body.username):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins; try again later")
-    with svc.db.session() as s:
-        user = authenticate(s, body.username, body.password)
-        if user is None:
-            svc.throttle.failed(body.username)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
-        token, csrf = svc.signer.issue(user)
-        out = {"username": user.username, "role": user.role}
+    try:
+        with svc.db.session() as s:
+            user = authenticate(s, body.username, body.password)
+            if user is None:
+                svc.throttle.failed(body.username)
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
+            sid = open_session(s, user, svc.signer.max_age_s)
+            token, csrf = svc.signer.issue(user, sid)
+            out = {"username": user.username, "role": user.role}
+    except HTTPException:
+        raise
+    except BaseException:
+        svc.throttle.abandoned(body.username)
+        raise
     svc.throttle.succeeded(body.username)
     if body.bearer:
         return out | {"token": token, "token_type": "bearer", "expires_in": svc.signer.max_age_s}
@@ -46,7 +53,10 @@ def login(body: LoginBody, request: Request, response: Response) -> dict:
 
 
 @router.post("/logout")
-def logout(response: Response, _user: CurrentUser = Depends(current_user)) -> dict:
+def logout(request: Request, response: Response, user: CurrentUser = Depends(current_user)) -> dict:
+    """End the session on the server (its token and cookie stop working) and clear the cookie."""
+    with service(request).db.session() as s:
+        revoke_session(s, user.sid)
     response.delete_cookie(SESSION_COOKIE, path="/", samesite="strict", httponly=True)
     return {"ok": True}
 
