@@ -7,6 +7,7 @@ optional PACS client and watched folder), started and stopped with the app's lif
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -50,6 +51,11 @@ class ServeSettings:
         Folder watched for new DICOM files (``None``: off).
     max_upload_bytes, max_upload_files
         Limits of one upload request.
+    max_image_pixels
+        Largest image accepted (rows x columns, decoded); larger ones are refused at
+        upload, before anything is decoded.
+    render_cache_mb
+        Memory for decoded images kept for the viewer (least recently used first out).
     worker_threads, max_attempts
         Scoring threads; attempts before a study is marked ``failed``.
     gradcam
@@ -70,6 +76,8 @@ class ServeSettings:
     watch_interval_s: float = 2.0
     max_upload_bytes: int = 512 * 1024 * 1024
     max_upload_files: int = 64
+    max_image_pixels: int = 40_000_000
+    render_cache_mb: int = 512
     worker_threads: int = 1
     max_attempts: int = 3
     device: str = "cpu"
@@ -82,8 +90,10 @@ class ServeSettings:
     def validate(self) -> ServeSettings:
         if not 0.0 <= float(self.operating_point) <= 1.0:
             raise ConfigError(f"operating point must be in [0, 1], got {self.operating_point}")
-        if self.max_upload_bytes <= 0 or self.max_upload_files <= 0:
+        if self.max_upload_bytes <= 0 or self.max_upload_files <= 0 or self.max_image_pixels <= 0:
             raise ConfigError("upload limits must be positive")
+        if self.render_cache_mb < 0:
+            raise ConfigError("the render cache size must be >= 0 MiB")
         if self.worker_threads < 1:
             raise ConfigError("worker threads must be >= 1")
         return self
@@ -132,7 +142,9 @@ class Service:
     def ingest_blobs(self, blobs, *, source: str):
         from mammolens.serve.intake import ingest_blobs
 
-        result = ingest_blobs(self.db, self.storage, blobs, source=source)
+        result = ingest_blobs(
+            self.db, self.storage, blobs, source=source, max_pixels=self.settings.max_image_pixels
+        )
         if result.study_ids and self.worker is not None:
             self.worker.notify()
         return result
@@ -162,29 +174,62 @@ class Service:
         self.db.dispose()
 
 
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+}
+
+
 def _access_log_middleware(app: FastAPI) -> None:
-    """Log method, path (never the query string: it may hold identifiers), status, time."""
+    """Log method, path (never the query string: it may hold identifiers), status, time;
+    add the security headers to every response, a 500 included."""
     access = logging.getLogger("mammolens.serve.access")
 
     @app.middleware("http")
     async def _log(request: Request, call_next: Callable):
         t0 = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as e:  # noqa: BLE001 - an unhandled error: a plain 500 with the headers
+            # the type only: a message or traceback may quote request data (identifiers)
+            log.error("unhandled %s in %s %s", type(e).__name__, request.method, request.url.path)
+            response = JSONResponse({"detail": "internal server error"}, status_code=500)
         access.info(
             "%s %s %d %.0fms", request.method, request.url.path, response.status_code,
             (time.perf_counter() - t0) * 1000,
         )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'",
-        )
+        for k, v in _SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
         if request.url.path.startswith("/api/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _json_safe(x):
+    """``x`` with non-finite floats as strings (JSON has no NaN / Infinity)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _validation_handler(app: FastAPI) -> None:
+    """422 for invalid requests, also when the offending value is NaN or Infinity (the
+    default handler echoes the value and fails to encode it: a 500)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 def create_app(settings: ServeSettings, *, scorer: Scorer | None = None, start: bool = True) -> FastAPI:
@@ -211,6 +256,7 @@ def create_app(settings: ServeSettings, *, scorer: Scorer | None = None, start: 
     )
     app.state.svc = svc
     _access_log_middleware(app)
+    _validation_handler(app)
 
     from mammolens.serve.routes import admin, auth, images, pages, reader, studies
 

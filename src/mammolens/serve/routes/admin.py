@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import Response
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mammolens.errors import ConfigError
 from mammolens.serve.auth import create_user, set_password
-from mammolens.serve.deps import CurrentUser, require_admin, service
+from mammolens.serve.deps import MAX_DB_INT, CurrentUser, RowId, require_admin, service
 from mammolens.serve.models import Read, ReaderCase, Study, User
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -57,7 +57,7 @@ def add_user(body: NewUser, request: Request, _a: CurrentUser = Depends(require_
 
 
 @router.patch("/users/{user_id}")
-def patch_user(user_id: int, body: UserPatch, request: Request, admin: CurrentUser = Depends(require_admin)) -> dict:
+def patch_user(user_id: RowId, body: UserPatch, request: Request, admin: CurrentUser = Depends(require_admin)) -> dict:
     with service(request).db.session() as s:
         u = s.get(User, user_id)
         if u is None:
@@ -75,9 +75,12 @@ def patch_user(user_id: int, body: UserPatch, request: Request, admin: CurrentUs
         return _user_dict(u)
 
 
+_Id = Annotated[int, Field(ge=1, le=MAX_DB_INT)]
+
+
 class ReaderStudyBody(BaseModel):
-    study_ids: list[int] = Field(min_length=1, max_length=10000)
-    reader_ids: list[int] | None = Field(None, description="default: every active reader")
+    study_ids: list[_Id] = Field(min_length=1, max_length=10000)
+    reader_ids: list[_Id] | None = Field(None, description="default: every active reader")
     seed: int | None = Field(None, description="random seed of the case orders")
 
 

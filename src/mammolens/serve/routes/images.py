@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from mammolens.serve.deps import CurrentUser, current_user, service
+from mammolens.serve.deps import CurrentUser, RowId, current_user, service
 from mammolens.serve.models import Image
 from mammolens.serve.render import heatmap_png, load_display, render_png
 from mammolens.serve.routes._views import ai_visible, may_open
@@ -27,11 +27,12 @@ def _image(request: Request, image_id: int, user: CurrentUser, *, need_ai: bool)
 
 
 def _png_response(data: bytes) -> Response:
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    # patient images: never kept by the browser or a proxy (docs/serve.md, "Security")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{image_id}/info")
-def info(image_id: int, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+def info(image_id: RowId, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
     """Default window (centre/width, raw units), value range and hanging mirror flag."""
     svc = service(request)
     im, lat = _image(request, image_id, user, need_ai=False)
@@ -52,11 +53,11 @@ def info(image_id: int, request: Request, user: CurrentUser = Depends(current_us
 
 @router.get("/{image_id}/image.png")
 async def image_png(
-    image_id: int,
+    image_id: RowId,
     request: Request,
     user: CurrentUser = Depends(current_user),
-    wc: float | None = Query(None, description="window centre (raw units)"),
-    ww: float | None = Query(None, gt=0, description="window width (raw units)"),
+    wc: float | None = Query(None, allow_inf_nan=False, description="window centre (display units)"),
+    ww: float | None = Query(None, gt=0, allow_inf_nan=False, description="window width (display units)"),
     max_h: int = Query(1024, ge=64, le=4096),
     hanging: bool = True,
 ) -> Response:
@@ -73,7 +74,7 @@ async def image_png(
 
 @router.get("/{image_id}/heatmap.png")
 async def heatmap(
-    image_id: int,
+    image_id: RowId,
     request: Request,
     user: CurrentUser = Depends(current_user),
     max_h: int = Query(1024, ge=64, le=4096),

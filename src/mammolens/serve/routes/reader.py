@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from mammolens.serve.deps import CurrentUser, current_user, service
+from mammolens.serve.deps import CurrentUser, RowId, current_user, service
 from mammolens.serve.models import Read, ReaderCase, utcnow
 from mammolens.serve.routes._views import study_detail
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/reader", tags=["reader study"])
 
 
 class UnaidedBody(BaseModel):
-    score: float = Field(ge=0, le=100, description="probability of malignancy, 0-100")
+    score: float = Field(ge=0, le=100, allow_inf_nan=False, description="probability of malignancy, 0-100")
     birads: int = Field(ge=0, le=6)
 
 
@@ -71,7 +71,7 @@ def my_cases(request: Request, user: CurrentUser = Depends(current_user)) -> dic
 
 
 @router.get("/cases/{case_id}")
-def get_case(case_id: int, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+def get_case(case_id: RowId, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
     """A case: its images, phase and the reader's reads; AI results only once aided."""
     svc = service(request)
     with svc.db.session() as s:
@@ -92,7 +92,7 @@ def get_case(case_id: int, request: Request, user: CurrentUser = Depends(current
 
 @router.put("/cases/{case_id}/unaided")
 def put_unaided(
-    case_id: int, body: UnaidedBody, request: Request, user: CurrentUser = Depends(current_user)
+    case_id: RowId, body: UnaidedBody, request: Request, user: CurrentUser = Depends(current_user)
 ) -> dict:
     svc = service(request)
     with svc.db.session() as s:
@@ -109,7 +109,7 @@ def put_unaided(
 
 
 @router.post("/cases/{case_id}/start-aided")
-def start_aided(case_id: int, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+def start_aided(case_id: RowId, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
     """Lock the unaided read and reveal the AI results for this case."""
     svc = service(request)
     with svc.db.session() as s:
@@ -125,7 +125,7 @@ def start_aided(case_id: int, request: Request, user: CurrentUser = Depends(curr
 
 @router.put("/cases/{case_id}/aided")
 def put_aided(
-    case_id: int, body: AidedBody, request: Request, user: CurrentUser = Depends(current_user)
+    case_id: RowId, body: AidedBody, request: Request, user: CurrentUser = Depends(current_user)
 ) -> dict:
     svc = service(request)
     with svc.db.session() as s:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from starlette.datastructures import UploadFile
 
-from mammolens.serve.deps import CurrentUser, current_user, require_admin, service
+from mammolens.serve.deps import MAX_DB_INT, CurrentUser, RowId, current_user, require_admin, service
 from mammolens.serve.models import READING_STATUSES, Image, Study, utcnow
 from mammolens.serve.routes._views import may_open, study_detail, study_row
 
@@ -27,7 +27,7 @@ def worklist(
     source: str | None = Query(None, pattern="^(upload|dicomweb|watch)$"),
     q: str | None = Query(None, max_length=64, description="patient ID or accession (prefix)"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> dict:
     """The worklist: highest exam-level AI score first (triage), unscored studies last.
 
@@ -54,7 +54,7 @@ def worklist(
     n_img = (
         select(Image.study_id, func.count(Image.id).label("n")).group_by(Image.study_id).subquery()
     )
-    with svc.db.session() as s:
+    with svc.db.snapshot() as s:  # items, total and queue counts of one moment
         total = s.scalar(select(func.count(Study.id)).where(*cond))
         rows = s.execute(
             select(Study, func.coalesce(n_img.c.n, 0))
@@ -77,7 +77,7 @@ def _get_study(s, study_id: int, user: CurrentUser) -> Study:
 
 
 @router.get("/studies/{study_id}")
-def get_study(study_id: int, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+def get_study(study_id: RowId, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
     svc = service(request)
     with svc.db.session() as s:
         st = _get_study(s, study_id, user)
@@ -131,13 +131,20 @@ async def _read_uploads(request: Request) -> list[tuple[str, bytes]]:
 async def upload(request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
     """Upload DICOM mammograms (multipart, any field name); their studies are queued.
 
-    Returns 202 with ``study_ids``, ``stored``, ``duplicates`` and ``rejected`` (file and
-    reason for each file that is not a usable DICOM mammogram); 422 when nothing was usable.
+    Returns 202 with ``study_ids``, ``stored``, ``duplicates``, ``conflicts`` and
+    ``rejected`` (file and reason for each file that is not a usable DICOM mammogram, or
+    a different object with the SOP Instance UID of a stored one); 409 when every file
+    was such a conflict; 422 when nothing was usable.
     """
     svc = service(request)
     blobs = await _read_uploads(request)
     result = await run_in_threadpool(svc.ingest_blobs, blobs, source="upload")
     body = result.to_dict()
+    if not result.study_ids and result.conflicts and result.conflicts == len(result.qc.rejected):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {"message": "every file conflicts with a stored instance (same SOP Instance UID, different content)", **body},
+        )
     if not result.study_ids:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -154,7 +161,7 @@ class StudyPatch(BaseModel):
 
 @router.patch("/studies/{study_id}")
 def patch_study(
-    study_id: int, body: StudyPatch, request: Request, user: CurrentUser = Depends(current_user)
+    study_id: RowId, body: StudyPatch, request: Request, user: CurrentUser = Depends(current_user)
 ) -> dict:
     """Set the reading status (any user); set the ground truth (admins)."""
     svc = service(request)
@@ -176,7 +183,7 @@ def patch_study(
 
 
 @router.delete("/studies/{study_id}")
-def delete_study(study_id: int, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
+def delete_study(study_id: RowId, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
     svc = service(request)
     with svc.db.session() as s:
         st = s.get(Study, study_id)
@@ -192,7 +199,7 @@ def delete_study(study_id: int, request: Request, _admin: CurrentUser = Depends(
 
 
 @router.post("/studies/{study_id}/rescore", status_code=status.HTTP_202_ACCEPTED)
-def rescore(study_id: int, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
+def rescore(study_id: RowId, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
     svc = service(request)
     with svc.db.session() as s:
         st = s.get(Study, study_id)
