@@ -127,5 +127,26 @@ class Database:
         finally:
             s.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose queries all see one state of the database.
+
+        For pages built from several queries (the worklist's items, total and queue
+        counts), which must agree even while the worker commits between them. SQLite
+        (WAL) keeps the snapshot of an explicit ``BEGIN`` from its first read (the
+        driver itself opens no transaction for reads); PostgreSQL runs the session as
+        ``REPEATABLE READ`` (its default gives each statement its own snapshot).
+        """
+        s = self._factory()
+        try:
+            if self.dialect == "sqlite":
+                s.connection().exec_driver_sql("BEGIN")
+            else:
+                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield s
+        finally:
+            s.rollback()
+            s.close()
+
     def dispose(self) -> None:
         self.engine.dispose()

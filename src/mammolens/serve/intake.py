@@ -4,12 +4,20 @@ Every way a study arrives (multipart upload, DICOMweb pull, watched folder) ends
 :func:`ingest_blobs`: each file is parsed, checked to be a DICOM mammogram (anything else
 is rejected with a reason, never stored), stored under a digest name, and its study is
 created or re-queued. Rejections are returned as :class:`~mammolens.qc.QCTable` rows.
+
+What the header already disproves is refused here, before anything is stored: images
+larger than the decoded-pixel cap (``max_pixels``: a small deflate-compressed file can
+hold a huge image), and deflate-compressed data sets that inflate beyond what such an
+image needs. Stored instances are immutable: a re-sent SOP Instance UID with identical
+bytes is a duplicate; a different object with the same UID is refused and reported as
+a conflict, and the stored file (and the scores computed from it) stay as they were.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +39,10 @@ MAMMO_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
     "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
 }
+#: default cap on decoded pixels per image (rows x columns): above every full-field
+#: mammography detector (about 28 Mpx), far below what exhausts the server's memory
+MAX_IMAGE_PIXELS = 40_000_000
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _VIEW_MEANINGS = {
     "cranio-caudal": "CC",
     "medio-lateral oblique": "MLO",
@@ -67,6 +79,8 @@ class IntakeResult:
     study_ids: list[int] = field(default_factory=list)
     stored: int = 0
     duplicates: int = 0
+    #: files refused because a different object with their SOP Instance UID is stored
+    conflicts: int = 0
     qc: QCTable = field(default_factory=QCTable)
 
     def to_dict(self) -> dict:
@@ -74,6 +88,7 @@ class IntakeResult:
             "study_ids": self.study_ids,
             "stored": self.stored,
             "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
             "rejected": [{"file": r.path, "reason": r.reason} for r in self.qc.rejected],
         }
 
@@ -89,20 +104,78 @@ def _view_of(ds) -> str:
     return ""
 
 
-def check_mammogram(data: bytes, name: str) -> CheckedInstance:
+def _mpx(n: int) -> str:
+    return f"{n / 1e6:.1f} Mpx"
+
+
+def _check_pixel_count(rows: int, cols: int, name: str, max_pixels: int) -> None:
+    if rows * cols > max_pixels:
+        raise InputError(
+            name, f"image too large: {rows}x{cols} = {_mpx(rows * cols)} (limit {_mpx(max_pixels)} per image)"
+        )
+
+
+def _check_deflated(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a deflate-compressed data set whose image is over the cap before pydicom
+    inflates all of it in memory (a 274 KiB file can hold a 12000x12000 image).
+
+    The header is read from a small inflated prefix; whatever the header says, inflating
+    stops at the size a capped image (16-bit) plus its header can need.
+    """
+    import pydicom
+    from pydicom.filereader import read_dataset, read_preamble
+
+    fh = io.BytesIO(data)
+    try:
+        read_preamble(fh, False)
+        pydicom.filereader._read_file_meta_info(fh)
+    except Exception:  # noqa: BLE001 - pydicom reports it (not DICOM / corrupt) below
+        return
+    zipped = data[fh.tell():]
+    limit = 2 * max_pixels + 16 * 1024 * 1024
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        head = inflater.decompress(zipped, 256 * 1024)
+        try:
+            ds = read_dataset(
+                io.BytesIO(head), is_implicit_VR=False, is_little_endian=True,
+                stop_when=lambda tag, *_: tag >= 0x7FE00010,
+            )
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        except Exception:  # noqa: BLE001 - a header longer than the prefix: bounded inflate only
+            rows = cols = 0
+        _check_pixel_count(rows, cols, name, max_pixels)
+        total = len(head)
+        tail = inflater.unconsumed_tail
+        while tail and total <= limit:
+            total += len(inflater.decompress(tail, 4 * 1024 * 1024))
+            tail = inflater.unconsumed_tail
+    except zlib.error:
+        raise InputError(name, "corrupt deflate-compressed data set") from None
+    if total > limit:
+        raise InputError(
+            name, f"deflate-compressed data set inflates to more than {limit // (1024 * 1024)} MiB "
+            f"(limit for images of at most {_mpx(max_pixels)})"
+        )
+
+
+def check_mammogram(data: bytes, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> CheckedInstance:
     """Parse ``data`` (one DICOM file called ``name``) and check it is a usable mammogram.
 
     Raises
     ------
     InputError
         With the reason: not DICOM, not a mammogram (modality / SOP class), no pixel data,
-        no laterality, missing UIDs, or an image with no rows/columns.
+        no laterality, missing UIDs, an image with no rows/columns, more than
+        ``max_pixels`` pixels, or pixel data its header disproves.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not data:
         raise InputError(name, "empty file")
+    if _DEFLATED.encode() in data[:4096]:
+        _check_deflated(data, name, max_pixels)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False, force=False)
     except InvalidDicomError:
@@ -127,6 +200,7 @@ def check_mammogram(data: bytes, name: str) -> CheckedInstance:
     rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
     if rows < 8 or cols < 8:
         raise InputError(name, f"image too small ({rows}x{cols})")
+    _check_pixel_count(rows, cols, name, max_pixels)
     meta = _shared_checks(ds, name)
     view = meta.get("view") or _view_of(ds)
     return CheckedInstance(
@@ -164,44 +238,83 @@ def ingest_blobs(
     blobs: Iterable[tuple[str, bytes]],
     *,
     source: str = "upload",
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> IntakeResult:
     """Check, store and queue DICOM files given as ``(display name, bytes)``.
 
     Good files are stored even when others in the same call are rejected. A study that
-    gains new images is (re-)queued for scoring. Duplicate instances (same SOP Instance
-    UID) are ignored.
+    gains new images is (re-)queued for scoring. A re-sent instance (same SOP Instance
+    UID, identical bytes) is a duplicate; a different object with a stored instance's
+    UID is refused (a ``conflicts`` count and a QC row): stored files never change.
     """
     result = IntakeResult()
     checked: list[CheckedInstance] = []
+    names: dict[int, str] = {}
     for name, data in blobs:
         try:
-            checked.append(check_mammogram(data, name))
+            inst = check_mammogram(data, name, max_pixels=max_pixels)
         except InputError as e:
             result.qc.add("intake", name, e.reason)
+            continue
+        names[id(inst)] = name
+        checked.append(inst)
     by_study: dict[str, list[CheckedInstance]] = {}
     for inst in checked:
+        name = names[id(inst)]
+        file = digest_name(inst.sop_instance_uid, ".dcm")
+        if not storage.write_new("instances", file, inst.data) and not storage.same_content(
+            "instances", file, inst.data
+        ):
+            result.conflicts += 1
+            result.qc.add("intake", name, _CONFLICT)
+            continue
         by_study.setdefault(inst.study_uid, []).append(inst)
     for study_uid, insts in by_study.items():
-        for f in insts:
-            storage.write_bytes("instances", digest_name(f.sop_instance_uid, ".dcm"), f.data)
         for attempt in range(5):
             try:
-                sid, new, dup = _upsert_study(db, study_uid, insts, source)
+                sid, new, dup, clash = _upsert_study(db, study_uid, insts, source)
                 break
             except IntegrityError:  # a concurrent request created the same study/instance
                 if attempt == 4:
                     raise
+        for inst in clash:
+            result.conflicts += 1
+            result.qc.add("intake", names[id(inst)], _CONFLICT)
+        if not (new or dup):
+            continue
         result.study_ids.append(sid)
         result.stored += new
         result.duplicates += dup
-        log.info("intake: study #%d via %s: %d new image(s), %d duplicate(s)", sid, source, new, dup)
+        log.info(
+            "intake: study #%d via %s: %d new image(s), %d duplicate(s), %d conflict(s)",
+            sid, source, new, dup, len(clash),
+        )
     return result
+
+
+_CONFLICT = (
+    "conflict: a different object with this SOP Instance UID is already stored; refused "
+    "(stored instances are never replaced: delete the study first to replace it)"
+)
 
 
 def _upsert_study(
     db: Database, study_uid: str, insts: list[CheckedInstance], source: str
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, list[CheckedInstance]]:
+    """Add ``insts`` to the study ``study_uid`` (created if new); returns (study id,
+    new images, duplicates, instances whose UID belongs to an image of another study)."""
     with db.session() as s:
+        elsewhere = set(
+            s.scalars(
+                select(Image.sop_instance_uid)
+                .join(Study, Study.id == Image.study_id)
+                .where(Image.sop_instance_uid.in_([f.sop_instance_uid for f in insts]), Study.study_uid != study_uid)
+            ).all()
+        )
+        clash = [f for f in insts if f.sop_instance_uid in elsewhere]
+        insts = [f for f in insts if f.sop_instance_uid not in elsewhere]
+        if not insts:
+            return 0, 0, 0, clash
         study = s.scalar(select(Study).where(Study.study_uid == study_uid))
         if study is None:
             first = insts[0]
@@ -244,4 +357,4 @@ def _upsert_study(
             study.attempts = 0
         study.updated_at = utcnow()
         s.flush()
-        return study.id, new, dup
+        return study.id, new, dup, clash

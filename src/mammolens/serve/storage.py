@@ -3,7 +3,8 @@
 Every stored file is named by a SHA-256 digest (of the SOP Instance UID, or of a key the
 service builds), so no path built from user input ever reaches the filesystem; the
 database holds only those names, and :meth:`Storage.resolve` refuses anything that is not
-such a name.
+such a name. Stored DICOM instances are immutable (:meth:`Storage.write_new`): a re-sent
+SOP Instance UID never replaces the file the scores were computed from.
 """
 
 from __future__ import annotations
@@ -50,6 +51,42 @@ class Storage:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def write_new(self, kind: str, name: str, data: bytes) -> bool:
+        """Write ``data`` under ``name`` unless a file of that name exists; never replaces one.
+
+        Returns ``True`` when the file was created, ``False`` when one was there already
+        (its content untouched). Atomic also between concurrent writers: the complete
+        file is linked into place (``link`` fails on an existing name, where ``rename``
+        would replace it).
+        """
+        path = self.resolve(kind, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return False
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def same_content(self, kind: str, name: str, data: bytes) -> bool:
+        """Whether the stored file ``name`` holds exactly ``data``."""
+        path = self.resolve(kind, name)
+        try:
+            if path.stat().st_size != len(data):
+                return False
+            return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+        except FileNotFoundError:
+            return False
 
     def new_path(self, kind: str, name: str) -> Path:
         path = self.resolve(kind, name)

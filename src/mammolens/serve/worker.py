@@ -8,7 +8,15 @@ stores the scores and heatmaps, marks it ``scored`` and then writes the DICOM ou
 
 Nothing is lost across restarts: a study left in ``scoring`` by a crash is re-queued at
 start-up, and a failed study is retried up to ``max_attempts`` times before it is marked
-``failed`` with the reason.
+``failed`` with the reason. An attempt is counted when the study is claimed, so a study
+that takes the process down every time (or is interrupted by every restart) still ends
+``failed`` after ``max_attempts`` claims.
+
+The DICOM outputs are a second durable queue on the same rows: scoring a study sets
+``pacs_status = 'pending'`` in the transaction that stores the scores; a worker claims it
+(``writing``), writes the SR and heatmap objects and marks it ``written`` / ``stored``
+(or ``failed`` after ``max_attempts``). A crash between ``scored`` and the outputs leaves
+``pending`` or ``writing``, which the next start picks up again.
 """
 
 from __future__ import annotations
@@ -30,26 +38,74 @@ from mammolens.stats.levels import roll_up
 log = logging.getLogger("mammolens.serve")
 
 
-def requeue_interrupted(db: Database) -> int:
-    """Put studies left in ``scoring`` (a crash, a stop) back in the queue."""
+def requeue_interrupted(db: Database, *, max_attempts: int = 3) -> int:
+    """Put studies left in ``scoring`` (a crash, a stop) back in the queue, and their
+    interrupted DICOM outputs back to ``pending``; returns the number re-queued.
+
+    A study that has used up its attempts is marked ``failed`` instead: when the scoring
+    process died on it every time, re-queueing it would only take it down again.
+    """
+    now = utcnow()
     with db.session() as s:
-        res = s.execute(update(Study).where(Study.status == "scoring").values(status="queued"))
+        s.execute(
+            update(Study)
+            .where(Study.status.in_(("scoring", "queued")), Study.attempts >= max_attempts)
+            .values(
+                status="failed",
+                error=f"scoring was interrupted {max_attempts} times (the scoring process died or the "
+                "server stopped while scoring this study); not retried",
+                updated_at=now,
+            )
+        )
+        res = s.execute(update(Study).where(Study.status == "scoring").values(status="queued", updated_at=now))
+        s.execute(
+            update(Study)
+            .where(Study.pacs_status == "writing", Study.output_attempts >= max_attempts)
+            .values(pacs_status="failed")
+        )
+        s.execute(update(Study).where(Study.pacs_status == "writing").values(pacs_status="pending"))
         return int(res.rowcount or 0)
 
 
-def claim_next(db: Database) -> int | None:
-    """Atomically take the oldest queued study; ``None`` when the queue is empty."""
+def claim_next(db: Database, *, max_attempts: int | None = None) -> int | None:
+    """Atomically take the oldest queued study; ``None`` when the queue is empty.
+
+    The claim counts an attempt (committed before scoring starts). With ``max_attempts``,
+    a study that has used up its attempts is not claimed.
+    """
     for _ in range(10):
         with db.session() as s:
-            sid = s.scalar(
-                select(Study.id).where(Study.status == "queued").order_by(Study.updated_at, Study.id).limit(1)
-            )
+            q = select(Study.id).where(Study.status == "queued")
+            if max_attempts is not None:
+                q = q.where(Study.attempts < max_attempts)
+            sid = s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
             if sid is None:
                 return None
             res = s.execute(
                 update(Study)
                 .where(Study.id == sid, Study.status == "queued")
                 .values(status="scoring", attempts=Study.attempts + 1, updated_at=utcnow())
+            )
+            if res.rowcount == 1:
+                return sid
+    return None
+
+
+def claim_outputs(db: Database, study_id: int | None = None) -> int | None:
+    """Atomically take a scored study whose DICOM outputs are ``pending`` (``study_id``:
+    that one only); marks it ``writing`` and counts an attempt."""
+    for _ in range(10):
+        with db.session() as s:
+            q = select(Study.id).where(Study.status == "scored", Study.pacs_status == "pending")
+            if study_id is not None:
+                q = q.where(Study.id == study_id)
+            sid = s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
+            if sid is None:
+                return None
+            res = s.execute(
+                update(Study)
+                .where(Study.id == sid, Study.status == "scored", Study.pacs_status == "pending")
+                .values(pacs_status="writing", output_attempts=Study.output_attempts + 1)
             )
             if res.rowcount == 1:
                 return sid
@@ -63,8 +119,13 @@ def score_study(
     study_id: int,
     *,
     max_attempts: int = 3,
+    outputs: bool = False,
 ) -> str:
-    """Score one claimed study; returns its new status (scored | queued | failed)."""
+    """Score one claimed study; returns its new status (scored | queued | failed).
+
+    With ``outputs``, a scored study's DICOM outputs are queued (``pacs_status =
+    'pending'``) in the same transaction as its scores.
+    """
     with db.session() as s:
         imgs = s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
         files = {im.id: storage.resolve("instances", im.file) for im in imgs}
@@ -132,6 +193,8 @@ def score_study(
         st.updated_at = utcnow()
         # images that arrived while scoring: score again so none is left out
         st.status = "queued" if (current - set(files)) else "scored"
+        if st.status == "scored" and outputs:
+            st.pacs_status, st.output_attempts = "pending", 0
         status = st.status
     log.info("worker: study #%d %s (%d image(s))", study_id, status, len(scored))
     return status
@@ -177,7 +240,7 @@ class Worker:
         self.processed = 0
 
     def start(self) -> None:
-        requeue_interrupted(self.db)
+        requeue_interrupted(self.db, max_attempts=self.max_attempts)
         for i in range(self.n_threads):
             t = threading.Thread(target=self._run, name=f"mammolens-worker-{i}", daemon=True)
             t.start()
@@ -199,22 +262,42 @@ class Worker:
         return any(t.is_alive() for t in self._threads)
 
     def run_once(self) -> bool:
-        """Claim and score one study; ``False`` when the queue was empty."""
-        sid = claim_next(self.db)
-        if sid is None:
+        """Claim and score one study (then write its DICOM outputs), or else write the
+        outputs of one study whose outputs are pending; ``False`` when there was nothing."""
+        sid = claim_next(self.db, max_attempts=self.max_attempts)
+        if sid is not None:
+            status = score_study(
+                self.db, self.storage, self.scorer, sid,
+                max_attempts=self.max_attempts, outputs=self.after_score is not None,
+            )
+            self.processed += 1
+            if status == "scored" and self.after_score is not None:
+                oid = claim_outputs(self.db, sid)
+                if oid is not None:
+                    self._write_outputs(oid)
+            return True
+        if self.after_score is None:
             return False
-        status = score_study(self.db, self.storage, self.scorer, sid, max_attempts=self.max_attempts)
-        self.processed += 1
-        if status == "scored" and self.after_score is not None:
-            try:
-                self.after_score(sid)
-            except Exception as e:  # noqa: BLE001
-                log.warning("worker: DICOM outputs for study #%d failed (%s: %s)", sid, type(e).__name__, e)
-                with self.db.session() as s:
-                    st = s.get(Study, sid)
-                    if st is not None:
-                        st.pacs_status = "failed"
+        oid = claim_outputs(self.db)
+        if oid is None:
+            return False
+        self._write_outputs(oid)
         return True
+
+    def _write_outputs(self, sid: int) -> None:
+        """Run ``after_score`` for a study claimed with :func:`claim_outputs`; a failure is
+        retried (``pending``) until ``max_attempts``, then ``failed``. Scores are kept."""
+        try:
+            self.after_score(sid)
+        except Exception as e:  # noqa: BLE001
+            log.warning("worker: DICOM outputs for study #%d failed (%s)", sid, type(e).__name__)
+            with self.db.session() as s:
+                st = s.get(Study, sid)
+                if st is not None and st.pacs_status == "writing":
+                    st.pacs_status = "failed" if st.output_attempts >= self.max_attempts else "pending"
+            return
+        with self.db.session() as s:  # the writer found nothing to write
+            s.execute(update(Study).where(Study.id == sid, Study.pacs_status == "writing").values(pacs_status=""))
 
     def _run(self) -> None:
         while not self._stop.is_set():
