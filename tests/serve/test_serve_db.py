@@ -14,7 +14,7 @@ from mammolens.serve.db import (
     upgrade,
 )
 
-TABLES = ["alembic_version", "images", "outputs", "reader_cases", "reads", "studies", "users"]
+TABLES = ["alembic_version", "auth_sessions", "images", "outputs", "reader_cases", "reads", "studies", "users"]
 
 
 def test_migrations_match_models_and_round_trip(db_url: str):
@@ -26,7 +26,7 @@ def test_migrations_match_models_and_round_trip(db_url: str):
     db = Database(db_url)
     try:
         assert table_names(db.engine) == TABLES
-        assert current_revision(db.engine) == "0001"
+        assert current_revision(db.engine) == "0002"
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []

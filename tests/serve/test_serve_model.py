@@ -17,7 +17,10 @@ def _wait(client, headers, sid, timeout=90.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         st = client.get(f"/api/studies/{sid}", headers=headers).json()
-        if st["status"] in ("scored", "failed") and (st["status"] == "failed" or st["pacs_status"]):
+        # outputs are a queue of their own: done once they left pending / writing
+        if st["status"] == "failed" or (
+            st["status"] == "scored" and st["pacs_status"] not in ("", "pending", "writing")
+        ):
             return st
         time.sleep(0.2)
     raise AssertionError(f"study {sid} not done: {st['status']}")

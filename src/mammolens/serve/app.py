@@ -22,7 +22,8 @@ from mammolens import __version__
 from mammolens.errors import ConfigError
 from mammolens.serve.auth import LoginThrottle, TokenSigner, secret_key_from_env
 from mammolens.serve.db import Database
-from mammolens.serve.scoring import PredictorScorer, Scorer
+from mammolens.serve.render import RenderCache
+from mammolens.serve.scoring import IsolatedScorer, PredictorScorer, Scorer
 from mammolens.serve.storage import Storage
 from mammolens.serve.worker import Worker
 
@@ -58,6 +59,8 @@ class ServeSettings:
         Memory for decoded images kept for the viewer (least recently used first out).
     worker_threads, max_attempts
         Scoring threads; attempts before a study is marked ``failed``.
+    score_timeout_s
+        Seconds one study may take in its scoring process before it is killed.
     gradcam
         Also compute Grad-CAM maps (a backward pass per image; the viewer shows the
         localisation map).
@@ -80,6 +83,7 @@ class ServeSettings:
     render_cache_mb: int = 512
     worker_threads: int = 1
     max_attempts: int = 3
+    score_timeout_s: float = 600.0
     device: str = "cpu"
     gradcam: bool = False
     dicom_out: bool = True
@@ -115,7 +119,11 @@ class Service:
         self.throttle = LoginThrottle()
         if scorer is None and settings.model is not None:
             scorer = PredictorScorer(settings.model, device=settings.device, gradcam=settings.gradcam)
+        if scorer is not None and not isinstance(scorer, IsolatedScorer):
+            # uploaded pixels are decoded (and scored) only in a process that may die
+            scorer = IsolatedScorer(scorer, timeout=settings.score_timeout_s)
         self.scorer = scorer
+        self.render_cache = RenderCache(settings.render_cache_mb * 1024 * 1024)
         self.pacs = None
         if settings.pacs_url:
             from mammolens.serve.dicomweb import PacsClient
@@ -171,6 +179,8 @@ class Service:
             self.watcher.stop()
         if self.worker is not None:
             self.worker.stop()
+        if isinstance(self.scorer, IsolatedScorer):
+            self.scorer.close()
         self.db.dispose()
 
 

@@ -181,7 +181,7 @@ def csrf_ok(expected: str, given: str | None) -> bool:
 class LoginThrottle:
     """At most ``limit`` failed logins per user name in ``window_s`` seconds.
 
-    A login first :meth:`begin`\ s an attempt, which counts against the limit at once
+    A login first reserves an attempt (:meth:`begin`), which counts against the limit at once
     (before the slow password check), then ends it with :meth:`failed` or
     :meth:`succeeded`. So ``limit`` concurrent wrong passwords are checked, and every
     further concurrent one is refused without a check, where a check-then-record

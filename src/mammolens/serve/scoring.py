@@ -4,10 +4,19 @@ The worker calls :meth:`Scorer.score_files` with the stored DICOM files of one s
 gets one :class:`ImageResult` per file (image, breast and exam score and the heatmap
 ``.npz``). Anything with that method can stand in for :class:`PredictorScorer` (the
 service takes a scorer object), which keeps the service testable on its own.
+
+The service never decodes uploaded pixels in its own process: it wraps the scorer in
+:class:`IsolatedScorer`, which runs it in a worker process of
+:class:`mammolens.io.sandbox.IsolatedPool` (the model is loaded once per worker). A
+decoder that aborts, segfaults, panics or hangs on an uploaded image kills that worker,
+not the server; the pool is replaced and the study's images are tried one by one, in
+children of their own, to name the one that kills its decoder.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -15,10 +24,8 @@ from typing import Protocol
 import numpy as np
 
 from mammolens.data.heatmap_io import PREFERRED_KINDS, heatmap_original, heatmap_peak  # noqa: F401 - one owner
-from mammolens.errors import CheckpointError
+from mammolens.errors import CheckpointError, InputError
 from mammolens.predict.table import ImageResult  # the one class (re-exported for scorers)
-
-#: heatmap kinds shown by the viewer, in order of preference
 
 
 class Scorer(Protocol):
@@ -54,6 +61,27 @@ class PredictorScorer:
         self._predictor = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:  # sent to a scoring process: without the model or lock
+        return {k: v for k, v in self.__dict__.items() if k not in ("_predictor", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._predictor = None
+        self._lock = threading.Lock()
+
+    @property
+    def window(self) -> str | int:
+        """The run's display window (``preprocess.window``): the viewer renders with it,
+        so the radiologist sees the intensities the model saw. Read from ``meta.json``
+        (no model load); ``"auto"`` when the run does not say."""
+        run = self.model_path if self.model_path.is_dir() else self.model_path.parent.parent
+        try:
+            meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+            w = (meta.get("preprocess") or {}).get("window", "auto")
+        except (OSError, ValueError, AttributeError):
+            return "auto"
+        return w if isinstance(w, int) and not isinstance(w, bool) and w >= 0 else "auto"
+
     def load(self):
         if self._predictor is None:
             from mammolens.predict import load_predictor
@@ -74,6 +102,110 @@ class PredictorScorer:
             if errors:  # the reason of the first failed image (paths are digest names)
                 raise RuntimeError(f"the model rejected the images: {errors[0][:300]}")
         return out
+
+
+# ----------------------------------------------------------------- isolation
+
+#: the scorer of this scoring process (set by the pool's initializer)
+_CHILD_SCORER: Scorer | None = None
+
+
+def _set_child_scorer(scorer: Scorer) -> None:
+    global _CHILD_SCORER
+    _CHILD_SCORER = scorer
+
+
+def _score_in_child(item: tuple[list[str], str]) -> dict[str, ImageResult]:
+    paths, heatmaps_dir = item
+    assert _CHILD_SCORER is not None, "scoring process started without a scorer"
+    out = _CHILD_SCORER.score_files([Path(p) for p in paths], Path(heatmaps_dir))
+    return {str(p): r for p, r in out.items()}
+
+
+def _no_path(_item) -> None:
+    return None
+
+
+def _decode_check(path: str) -> None:
+    """Decode ``path`` as the model does; raises InputError (in a sandbox child)."""
+    from mammolens.io.images import read_image
+
+    read_image(path, validate=False)
+
+
+class IsolatedScorer:
+    """Runs another scorer in a process of its own, so that a crash, panic or hang while
+    decoding (or scoring) an uploaded image cannot take the server down.
+
+    Parameters
+    ----------
+    scorer
+        The scorer to run; it is pickled to the scoring process once and keeps its
+        state there (a :class:`PredictorScorer` loads the model on the first study).
+    timeout
+        Seconds one study may take before its scoring process is declared hung and killed.
+
+    Raises
+    ------
+    InputError
+        From :meth:`score_files` when the scoring process died or hung: its path is the
+        image whose decoding kills a process of its own (found by trying each image
+        alone), or empty when no single image does, with the reason.
+    """
+
+    def __init__(self, scorer: Scorer, *, timeout: float = 600.0) -> None:
+        self.scorer = scorer
+        self.name = getattr(scorer, "name", "")
+        self.timeout = float(timeout)
+        self._local = threading.local()  # one pool per worker thread
+        self._pools: list = []
+        self._lock = threading.Lock()
+
+    @property
+    def window(self) -> str | int:
+        return getattr(self.scorer, "window", "auto")
+
+    def _pool(self):
+        from mammolens.io.sandbox import IsolatedPool
+
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = IsolatedPool(
+                1, _score_in_child, timeout=self.timeout,
+                initializer=functools.partial(_set_child_scorer, self.scorer), path_of=_no_path,
+            )
+            self._local.pool = pool
+            with self._lock:
+                self._pools.append(pool)
+        return pool
+
+    def score_files(self, paths: list[Path], heatmaps_dir: Path) -> dict[Path, ImageResult]:
+        item = ([str(p) for p in paths], str(heatmaps_dir))
+        ((_item, out),) = list(self._pool().map_unordered([item]))
+        if isinstance(out, InputError):
+            raise self._culprit(paths, out) from None
+        by_name = {str(p): p for p in paths}
+        return {by_name[k]: r for k, r in out.items() if k in by_name}
+
+    def _culprit(self, paths: list[Path], err: InputError) -> InputError:
+        """The scoring process died (or a stray error escaped the scorer): decode each
+        image alone in a sandbox child; the first that fails is named with its reason."""
+        from mammolens.io.sandbox import run_isolated
+
+        if err.path:  # the scorer itself named the file
+            return err
+        timeout = min(self.timeout, 300.0)
+        for p in paths:
+            out = run_isolated(_decode_check, str(p), timeout=timeout)
+            if isinstance(out, InputError):
+                return InputError(p, out.reason)
+        return InputError(None, f"the scoring process failed ({err.reason})")
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = self._pools, []
+        for pool in pools:
+            pool.close(kill=True)
 
 
 def match_rows(df, paths: list[Path]) -> dict[Path, ImageResult]:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select, update
 
+from mammolens.errors import InputError
 from mammolens.serve.db import Database
 from mammolens.serve.models import Image, Study, utcnow
 from mammolens.serve.scoring import Scorer, heatmap_original, heatmap_peak
@@ -129,6 +130,7 @@ def score_study(
     with db.session() as s:
         imgs = s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
         files = {im.id: storage.resolve("instances", im.file) for im in imgs}
+        labels = {str(files[im.id]): f"image #{im.id} ({im.laterality} {im.view})".replace(" )", ")") for im in imgs}
         attempts = s.get(Study, study_id).attempts
     try:
         if not files:
@@ -157,8 +159,14 @@ def score_study(
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except Exception as e:  # noqa: BLE001 - any model/file failure becomes the study's error
-        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        status = "queued" if attempts < max_attempts else "failed"
+        if isinstance(e, InputError) and e.path:
+            # an image that cannot be decoded (or kills its decoder) alone: final, not retried
+            reason = f"{labels.get(e.path, 'an image')}: {e.reason}"
+            status = "failed"
+        else:
+            reason = e.reason if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+            status = "queued" if attempts < max_attempts else "failed"
+        reason = reason.splitlines()[0][:500] if reason else type(e).__name__
         with db.session() as s:
             st = s.get(Study, study_id)
             if st is not None:

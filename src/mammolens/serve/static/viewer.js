@@ -34,7 +34,7 @@
     const d = info[imId];
     const p = new URLSearchParams();
     if (d && (view.widthPct !== 100 || view.levelPct !== 0)) {
-      p.set("ww", String(Math.max(1, d.window_width * view.widthPct / 100)));
+      p.set("ww", String(Math.max(d.window_width / 1000, d.window_width * view.widthPct / 100)));
       p.set("wc", String(d.window_center + d.window_width * view.levelPct / 100));
     }
     const q = p.toString();
