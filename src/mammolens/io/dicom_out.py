@@ -440,6 +440,24 @@ class StudyImage:
     peak: tuple[float, float] | None = None
 
 
+#: Type 2 attributes of the Patient and General Study modules that the output objects
+#: copy from their source: "required, may be empty" in the IOD, but often simply absent
+#: (anonymised exports, some modalities). Absent and empty mean the same; highdicom reads
+#: them as attributes and fails on an absent one.
+_TYPE2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+)
+
+
+def _fill_type2(ds: Any) -> Any:
+    """``ds`` with every absent attribute of :data:`_TYPE2_COPIED` present and empty."""
+    for kw in _TYPE2_COPIED:
+        if kw not in ds:
+            setattr(ds, kw, "")
+    return ds
+
+
 def write_study_results(
     images: Sequence[StudyImage],
     out_dir: str | Path,
@@ -463,7 +481,7 @@ def write_study_results(
     sources = []
     for im in images:
         try:
-            sources.append(pydicom.dcmread(str(im.path)))
+            sources.append(_fill_type2(pydicom.dcmread(str(im.path))))
         except Exception as e:  # noqa: BLE001
             raise InputError(im.path, f"cannot read source DICOM ({type(e).__name__})") from None
     studies = {str(ds.StudyInstanceUID) for ds in sources}
