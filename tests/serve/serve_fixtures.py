@@ -175,3 +175,33 @@ class PixelScorer:
 def upload(client, headers: dict, paths: list[Path]):
     files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths]
     return client.post("/api/studies", files=files, headers=headers)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def write_poison_j2k(path: Path, *, study_uid: str, patient_id: str = "PAT-666", laterality: str = "L") -> Path:
+    """A mammogram whose header is consistent but whose JPEG 2000 codestream declares a
+    sample precision of 33 bits (SIZ ``Ssiz``): python-gdcm aborts the process on it
+    (the crash corpus's N1). Every header check passes; only decoding can tell."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    write_mg(path, study_uid=study_uid, patient_id=patient_id, laterality=laterality, view="MLO")
+    ds = pydicom.dcmread(path)
+    ds.compress(JPEG2000Lossless)
+    data = bytearray(ds.PixelData)
+    i = data.find(b"\xff\x51", 16)  # SIZ marker, after the Basic Offset Table item
+    data[i + 40] = 32  # Ssiz: precision - 1
+    ds.PixelData = bytes(data)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+class AbortingScorer:
+    """Kills its own process (SIGABRT), like a native decoder crash, on every study."""
+
+    name = "aborting-test-scorer"
+
+    def score_files(self, paths, heatmaps_dir):
+        os.abort()
