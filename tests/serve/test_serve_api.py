@@ -14,7 +14,7 @@ from PIL import Image
 from serve_fixtures import PASSWORD, upload, write_mg, write_study
 
 
-def _wait_scored(client, headers, ids, timeout=60.0) -> dict:
+def _wait_scored(client, headers, ids, timeout=180.0) -> dict:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         got = {i: client.get(f"/api/studies/{i}", headers=headers).json() for i in ids}

@@ -45,7 +45,7 @@ def _seed(base: str, tmp_path: Path) -> tuple[int, int]:
             r = upload(c, h, paths)
             assert r.status_code == 202, r.text
             ids += r.json()["study_ids"]
-        end = time.monotonic() + 120
+        end = time.monotonic() + 300
         while time.monotonic() < end:
             if all(c.get(f"/api/studies/{i}", headers=h).json()["status"] == "scored" for i in ids):
                 break

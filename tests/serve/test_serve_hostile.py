@@ -34,7 +34,7 @@ from mammolens.serve.storage import Storage
 from mammolens.serve.worker import Worker, claim_next, requeue_interrupted, score_study
 
 
-def _wait_done(c, headers, ids, timeout=120.0) -> dict:
+def _wait_done(c, headers, ids, timeout=240.0) -> dict:
     end = time.monotonic() + timeout
     while True:
         got = {i: c.get(f"/api/studies/{i}", headers=headers).json() for i in ids}

@@ -39,10 +39,11 @@ def test_pull_score_and_store_back(orthanc_url: str, tiny_run: Path, tmp_path: P
         body = r.json()
         assert body["found"] == 1 and body["stored"] == 4 and body["rejected"] == []
         sid = body["study_ids"][0]
-        end = time.monotonic() + 120
+        end = time.monotonic() + 300
         while time.monotonic() < end:
             st = c.get(f"/api/studies/{sid}", headers=h).json()
-            if st["pacs_status"] or st["status"] == "failed":
+            # the outputs are a queue of their own: done once past pending / writing
+            if st["pacs_status"] not in ("", "pending", "writing") or st["status"] == "failed":
                 break
             time.sleep(0.3)
         assert st["status"] == "scored", st["error"]

@@ -4,6 +4,9 @@ Called by the worker after a study is scored. The objects are built by
 :func:`mammolens.io.dicom_out.write_study_results` (TID 1500 SR, RGB secondary-capture
 overlays, fractional segmentations), filed under digest names, recorded in the
 ``outputs`` table and, when a PACS is configured, stored there with STOW-RS.
+
+The overlays decode the uploaded images, so the objects are built in a sandbox child
+(:func:`mammolens.io.sandbox.run_isolated`), never in the server's process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ from mammolens.serve.storage import Storage, digest_name
 log = logging.getLogger("mammolens.serve")
 
 
+def _build_task(task: tuple) -> dict[str, list[Path]]:
+    from mammolens.io.dicom_out import write_study_results
+
+    items, out_dir, kwargs = task
+    return write_study_results(items, out_dir, **kwargs)
+
+
+def _build_isolated(items, out_dir: Path, **kwargs) -> dict[str, list[Path]]:
+    from mammolens.errors import InputError
+    from mammolens.io.sandbox import run_isolated
+
+    out = run_isolated(_build_task, (items, out_dir, kwargs), timeout=600, path_of=lambda _t: None)
+    if isinstance(out, InputError):
+        raise out
+    return out
+
+
 def write_study_outputs(
     db: Database,
     storage: Storage,
@@ -37,7 +57,7 @@ def write_study_outputs(
     """
     import pydicom
 
-    from mammolens.io.dicom_out import StudyImage, write_study_results
+    from mammolens.io.dicom_out import StudyImage
 
     with db.session() as s:
         st = s.get(Study, study_id)
@@ -57,7 +77,7 @@ def write_study_outputs(
         return {}
     tmp = Path(tempfile.mkdtemp(prefix="mammolens-out-", dir=storage.root))
     try:
-        written = write_study_results(items, tmp, exam_score=exam, model_name=model, operating_point=operating_point)
+        written = _build_isolated(items, tmp, exam_score=exam, model_name=model, operating_point=operating_point)
         rows = []
         datasets = []
         for kind, paths in written.items():
