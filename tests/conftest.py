@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests read CLI output, and rich wraps it at the terminal's width: under `make test` in a
+# narrow terminal a message split over two lines no longer matched. One wide, fixed width
+# for every console the CLI creates (module-level consoles read it when they are built,
+# i.e. after this file is loaded) makes that output independent of the terminal; the
+# suite's subprocesses inherit it.
+_TERMINAL_COLUMNS = shutil.get_terminal_size().columns
+os.environ["COLUMNS"] = "400"
+os.environ.pop("LINES", None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config) -> None:
+    """pytest's own report keeps the real terminal's width."""
+    if config.pluginmanager.get_plugin("terminalreporter") is not None:
+        config.get_terminal_writer().fullwidth = _TERMINAL_COLUMNS
 
 
 def require_services() -> bool:
