@@ -431,3 +431,39 @@ def test_check_mammogram_is_unchanged_for_good_files(tmp_path: Path):
     assert (inst.rows, inst.columns, inst.laterality) == (96, 64, "L")
     with io.BytesIO(p.read_bytes()) as fh:
         assert pydicom.dcmread(fh).Rows == 96
+
+
+def test_undecodable_uploads_are_refused_or_fail_cleanly(service_app, tmp_path: Path):
+    """What the header disproves is refused at upload; a damaged compressed stream (the
+    header cannot tell) fails its study with the reason, and the viewer answers 422."""
+    from pydicom.uid import RLELossless
+
+    _app, api, _ = service_app
+    c = api.client
+    admin = api.login("admin")
+    uid = "1.2.826.0.1.3680043.8.498.99"
+    good = write_mg(tmp_path / "good.dcm", study_uid=uid)
+    short, claim, rle = tmp_path / "short.dcm", tmp_path / "claim.dcm", tmp_path / "rle.dcm"
+    ds = pydicom.dcmread(good)
+    ds.PixelData = ds.PixelData[:1000]
+    ds.save_as(short, enforce_file_format=True)
+    ds = pydicom.dcmread(good)
+    ds.Rows = ds.Columns = 2000
+    ds.save_as(claim, enforce_file_format=True)
+    r = upload(c, admin, [short, claim])
+    assert r.status_code == 422
+    reasons = {x["file"]: x["reason"] for x in r.json()["detail"]["rejected"]}
+    assert "short pixel data" in reasons["short.dcm"] and "2000 x 2000" in reasons["claim.dcm"]
+    ds = pydicom.dcmread(good)
+    ds.compress(RLELossless)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(rle, enforce_file_format=True)
+    r = upload(c, admin, [rle])
+    assert r.status_code == 202, r.text
+    sid = r.json()["study_ids"][0]
+    st = _wait_done(c, admin, [sid])[sid]
+    assert st["status"] == "failed" and "image #" in st["error"], st
+    im = st["images"][0]["id"]
+    for url in (f"/api/images/{im}/image.png", f"/api/images/{im}/info"):
+        r = c.get(url, headers=admin)
+        assert r.status_code == 422 and "cannot be decoded" in r.json()["detail"]
