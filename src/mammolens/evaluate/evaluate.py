@@ -45,17 +45,13 @@ from mammolens.evaluate._common import (
     _version,
 )
 from mammolens.evaluate.inputs import (
-    _check_two_classes,
-    _completeness,
     _labelled,
     _level_tabs,
     _model_name,
-    _read_qc,
-    _resolve_paths,
     _split_rows,
-    discover_qc_files,
     join_predictions,
     level_table,
+    load_inputs,
     load_predictions,
     load_reads,
 )
@@ -200,7 +196,6 @@ def _evaluate_into(
     require_complete: bool,
 ) -> EvaluationResult:
     """The body of :func:`evaluate`, writing into the (empty, temporary) folder ``out``."""
-    from mammolens.data.manifest import check_no_leakage, read_manifest, validate_manifest
     from mammolens.evaluate import figures as F
     from mammolens.evaluate.model_card import build_model_card
     from mammolens.evaluate.report import write_report
@@ -215,51 +210,13 @@ def _evaluate_into(
     warnings: list[str] = []
 
     step("reading inputs")
-    man_path = None if isinstance(manifest, pd.DataFrame) else Path(manifest)
-    man = validate_manifest(manifest, source="manifest") if man_path is None else read_manifest(man_path)
-    check_no_leakage(man)
-    base_dir = man_path.resolve().parent if man_path is not None else None
-    preds, psrc = load_predictions(predictions, score=score)
-    pred_dir = None if isinstance(predictions, pd.DataFrame) else Path(predictions).resolve().parent
-    preds = _resolve_paths(preds, pred_dir)
-    joined, info = join_predictions(preds, man, source=psrc)
-    if info["n_unmatched_predictions"]:
-        warnings.append(f"{info['n_unmatched_predictions']} prediction(s) have an image_id that is not in the manifest and were ignored")
-    joined["age_band"] = _age_bands(joined["age"])
-    model_name = _model_name(preds, "model")
-
-    qc_paths = [Path(p) for p in qc] if qc else discover_qc_files(man_path)
-    for p in qc_paths:
-        if not p.exists():
-            raise EvaluationError(f"{p}: QC file not found")
-    qc_table, qc_used = _read_qc(qc_paths)
-
-    ev = _split_rows(joined, split, psrc)
-    n_in_split = int((man["split"] == split).sum())
-    n_without_pred = n_in_split - len(ev)
-    completeness, missing_tab = _completeness(man, ev, split=split)
-    if n_without_pred:
-        ex = missing_tab["image_id"].head(3).tolist()
-        what = (f"{n_without_pred} of {n_in_split} image(s) of split {split!r} in the manifest have no prediction "
-                f"({completeness['n_missing_malignant']} of them malignant; e.g. {ex})")
-        if require_complete:
-            raise EvaluationError(f"{psrc}: {what}; --require-complete refuses incomplete predictions")
-        warnings.append(f"{what}: they are not analysed, and the results describe only the {len(ev)} predicted "
-                        "image(s); the list is in tables/missing_predictions.csv")
-    n_without_label = int(ev["label"].isna().sum())
-    ev = ev[ev["label"].notna()]
-    if ev.empty:
-        raise EvaluationError(f"{psrc}: no image of split {split!r} has a ground-truth label")
-    tabs = _level_tabs(ev)
-    _check_two_classes(tabs[level], split=split, level=level, source=psrc)
-    for lv in list(tabs):
-        if tabs[lv]["label"].nunique() < 2:
-            warnings.append(f"{lv} level skipped: split {split!r} has one class at that level")
-            del tabs[lv]
-    val = joined[(joined["split"] == val_split) & joined["label"].notna()]
-    val_tabs = _level_tabs(val) if len(val) else None
-    if val_tabs is None:
-        warnings.append(f"no predictions for the {val_split!r} split: operating points were chosen on the evaluated split (optimistic)")
+    inp = load_inputs(predictions, manifest, qc=qc, split=split, val_split=val_split, level=level, score=score,
+                      require_complete=require_complete)
+    warnings.extend(inp.warnings)
+    man, man_path, base_dir, psrc, info = inp.manifest, inp.manifest_path, inp.base_dir, inp.source, inp.info
+    model_name, qc_table, qc_used, ev, tabs, val_tabs = inp.model_name, inp.qc_table, inp.qc_used, inp.ev, inp.tabs, inp.val_tabs
+    n_in_split, n_without_pred, n_without_label = inp.n_in_split, inp.n_without_prediction, inp.n_without_label
+    completeness, missing_tab = inp.completeness, inp.missing
 
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,

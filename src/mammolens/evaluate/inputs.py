@@ -5,13 +5,14 @@ image / breast / exam tables (roll-ups by :mod:`mammolens.stats.levels`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mammolens.evaluate._common import LEVELS, PREDICTION_REQUIRED, EvaluationError
+from mammolens.evaluate._common import LEVELS, PREDICTION_REQUIRED, EvaluationError, _age_bands
 from mammolens.qc import QCTable
 
 
@@ -256,3 +257,100 @@ def _split_rows(joined: pd.DataFrame, split: str, src: str) -> pd.DataFrame:
         have = sorted({s for s in joined["split"].unique() if s})
         raise EvaluationError(f"{src}: no predicted image is in split {split!r} (predicted splits: {have or 'none'})")
     return d
+
+
+@dataclass
+class EvaluationInputs:
+    """What :func:`load_inputs` read and checked: the tables every section starts from."""
+
+    manifest: pd.DataFrame
+    manifest_path: Path | None
+    base_dir: Path | None
+    source: str  # the predictions' name in messages
+    joined: pd.DataFrame  # every prediction joined with its manifest row
+    info: dict[str, int]
+    model_name: str
+    qc_table: QCTable
+    qc_used: list[str]
+    ev: pd.DataFrame  # the evaluated split's labelled images
+    tabs: dict[str, pd.DataFrame]  # labelled image / breast / exam tables of the split
+    val_tabs: dict[str, pd.DataFrame] | None  # the same for the validation split
+    n_in_split: int
+    n_without_prediction: int
+    n_without_label: int
+    completeness: dict[str, Any]
+    missing: pd.DataFrame  # manifest images of the split without a prediction
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_inputs(
+    predictions: str | Path | pd.DataFrame,
+    manifest: str | Path | pd.DataFrame,
+    *,
+    qc: Sequence[str | Path] | None,
+    split: str,
+    val_split: str,
+    level: str,
+    score: str,
+    require_complete: bool,
+) -> EvaluationInputs:
+    """Read the manifest, predictions and QC tables; join, roll up and check them.
+
+    Raises :class:`EvaluationError` on inputs that cannot be evaluated (no labelled image
+    in the split, one class at the primary level, incomplete predictions with
+    ``require_complete``); softer problems become ``warnings``.
+    """
+    from mammolens.data.manifest import check_no_leakage, read_manifest, validate_manifest
+
+    warnings: list[str] = []
+    man_path = None if isinstance(manifest, pd.DataFrame) else Path(manifest)
+    man = validate_manifest(manifest, source="manifest") if man_path is None else read_manifest(man_path)
+    check_no_leakage(man)
+    base_dir = man_path.resolve().parent if man_path is not None else None
+    preds, psrc = load_predictions(predictions, score=score)
+    pred_dir = None if isinstance(predictions, pd.DataFrame) else Path(predictions).resolve().parent
+    preds = _resolve_paths(preds, pred_dir)
+    joined, info = join_predictions(preds, man, source=psrc)
+    if info["n_unmatched_predictions"]:
+        warnings.append(f"{info['n_unmatched_predictions']} prediction(s) have an image_id that is not in the manifest and were ignored")
+    joined["age_band"] = _age_bands(joined["age"])
+    model_name = _model_name(preds, "model")
+
+    qc_paths = [Path(p) for p in qc] if qc else discover_qc_files(man_path)
+    for p in qc_paths:
+        if not p.exists():
+            raise EvaluationError(f"{p}: QC file not found")
+    qc_table, qc_used = _read_qc(qc_paths)
+
+    ev = _split_rows(joined, split, psrc)
+    n_in_split = int((man["split"] == split).sum())
+    n_without_pred = n_in_split - len(ev)
+    completeness, missing_tab = _completeness(man, ev, split=split)
+    if n_without_pred:
+        ex = missing_tab["image_id"].head(3).tolist()
+        what = (f"{n_without_pred} of {n_in_split} image(s) of split {split!r} in the manifest have no prediction "
+                f"({completeness['n_missing_malignant']} of them malignant; e.g. {ex})")
+        if require_complete:
+            raise EvaluationError(f"{psrc}: {what}; --require-complete refuses incomplete predictions")
+        warnings.append(f"{what}: they are not analysed, and the results describe only the {len(ev)} predicted "
+                        "image(s); the list is in tables/missing_predictions.csv")
+    n_without_label = int(ev["label"].isna().sum())
+    ev = ev[ev["label"].notna()]
+    if ev.empty:
+        raise EvaluationError(f"{psrc}: no image of split {split!r} has a ground-truth label")
+    tabs = _level_tabs(ev)
+    _check_two_classes(tabs[level], split=split, level=level, source=psrc)
+    for lv in list(tabs):
+        if tabs[lv]["label"].nunique() < 2:
+            warnings.append(f"{lv} level skipped: split {split!r} has one class at that level")
+            del tabs[lv]
+    val = joined[(joined["split"] == val_split) & joined["label"].notna()]
+    val_tabs = _level_tabs(val) if len(val) else None
+    if val_tabs is None:
+        warnings.append(f"no predictions for the {val_split!r} split: operating points were chosen on the evaluated split (optimistic)")
+    return EvaluationInputs(
+        manifest=man, manifest_path=man_path, base_dir=base_dir, source=psrc, joined=joined, info=info,
+        model_name=model_name, qc_table=qc_table, qc_used=qc_used, ev=ev, tabs=tabs, val_tabs=val_tabs,
+        n_in_split=n_in_split, n_without_prediction=n_without_pred, n_without_label=n_without_label,
+        completeness=completeness, missing=missing_tab, warnings=warnings,
+    )
