@@ -89,7 +89,7 @@ def time_fn(fn, x, repeats: int) -> dict:
             "seconds_median": sorted(times)[len(times) // 2], "images_per_s": x.shape[0] / best}
 
 
-def bench_backends(model, shape, names, batches, repeats, gflop, peak) -> tuple[dict, dict]:
+def bench_backends(model, shape, names, batches, repeats, gflop, peak, reference: bool = True) -> tuple[dict, dict]:
     import torch
 
     from mammolens.predict.backends import make_backend
@@ -117,8 +117,10 @@ def bench_backends(model, shape, names, batches, repeats, gflop, peak) -> tuple[
                    images_per_s_best=best["images_per_s"], share_of_peak_best=best["share_of_peak"])
         out[name] = rec
         del be
-    # the old path: eager in the default NCHW layout (no channels_last)
     ref: dict = {}
+    if not reference:
+        return out, ref
+    # the old path: eager in the default NCHW layout (no channels_last)
     m = model.to(memory_format=torch.contiguous_format).eval()
 
     def nchw(x):
@@ -312,6 +314,7 @@ def main() -> None:
     ap.add_argument("--synth-dir", type=Path, default=None, help="reuse (or write) the synthetic full-field cohort here")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-whole", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="skip the eager NCHW and one-thread references")
     ap.add_argument("--skip-tiny", action="store_true", help="skip the attention_tiny (demo) figures")
     args = ap.parse_args()
 
@@ -350,7 +353,7 @@ def main() -> None:
     gflop = res["model_gflop_per_image"] = fl / 1e9
     print(f"{model_name} at {shape[0]}x{shape[1]}: {gflop:.1f} GFLOP/image", flush=True)
     batches = [int(b) for b in args.batches.split(",")]
-    res["backends"], res["backends_reference"] = bench_backends(model, shape, args.backends.split(","), batches, reps, gflop, peak)
+    res["backends"], res["backends_reference"] = bench_backends(model, shape, args.backends.split(","), batches, reps, gflop, peak, not args.skip_reference)
     ok = {k: v for k, v in res["backends"].items() if "error" not in v}
     best_name = max(ok, key=lambda k: ok[k]["images_per_s_b1"]) if ok else "eager"
     res["best_backend_b1"] = best_name
