@@ -22,11 +22,11 @@ def _box_pixels(rgba: np.ndarray) -> np.ndarray:
 
 def test_regions_outlined_and_mirrored_with_the_image():
     h, w = 200, 150
-    raw = np.full((h, w), 1000.0, np.float32)
+    raw = np.full((h, w), 0.5, np.float32)  # the model's input, in [0, 1]
     heat = np.zeros((h, w), np.float32)
     heat[40:60, 100:120] = 0.9  # best region: upper right as stored
     heat[140:150, 20:30] = 0.5  # second: lower left
-    d = Display(raw, 1000.0, 2000.0, False, False, 0.0, 2000.0)
+    d = Display(raw, mirror=False)
     plain = _layer(heat, d, regions=0)
     assert not _box_pixels(plain).any()
     boxed = _layer(heat, d, regions=2)
@@ -34,7 +34,7 @@ def test_regions_outlined_and_mirrored_with_the_image():
     assert ((xs > 95) & (xs < 125) & (ys > 35) & (ys < 65)).any()  # around region 1
     assert ((xs > 15) & (xs < 35) & (ys > 135) & (ys < 155)).any()  # around region 2
     # hanging mirror: the boxes move with the layer
-    m = Display(raw, 1000.0, 2000.0, False, True, 0.0, 2000.0)
+    m = Display(raw, mirror=True)
     ys, xs = np.nonzero(_box_pixels(_layer(heat, m, regions=1)))
     assert ((xs > w - 125) & (xs < w - 95) & (ys > 35) & (ys < 65)).any()
     assert not ((xs > 95) & (ys > 35) & (ys < 65)).any()
