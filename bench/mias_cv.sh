@@ -10,8 +10,8 @@
 #   mias          the preset: ImageNet EfficientNet-Lite0 (offline weights), frozen, heads
 #                 fitted on its features at 200 um (1024x832), every finding supervising
 #                 the localisation map, top-bottom flip at test time
-#   random        the same with random initial weights (ImageNet vs random)
-#   um400         the same at 400 um (512x416 cache)
+#   um400         the preset at 400 um (512x416 cache): 200 vs 400 um
+#   random400     um400 with random initial weights: ImageNet vs random (at 400 um, affordable)
 #   malignant     the localisation map supervised with malignant outlines only
 #   finetune      + Shen et al.'s patch stage fine-tuning the trunk (patch.enabled=true)
 #   previous      the previous recipe (tiny ResNet trained from scratch on patches, frozen,
@@ -21,7 +21,7 @@ set -euo pipefail
 OUT=${1:-runs/mias_cv}
 DATA=${2:-../shared/datasets/mini-mias}
 SEEDS=${3:-0,1,2}
-ONLY=${ONLY:-"mias random um400 malignant finetune previous"}
+ONLY=${ONLY:-"mias um400 random400 malignant finetune previous"}
 M=${MAMMOLENS:-.venv/bin/mammolens}
 RES=${RESULTS:-bench/results}
 mkdir -p "$OUT" "$RES"
@@ -37,8 +37,8 @@ run() {  # name cache extra-args...
   cp "$OUT/cv_$name/cv.json" "$RES/mias_cv_$name.json"
 }
 run mias cache_1024x832
-run random cache_1024x832 --set model.pretrained=none
 run um400 cache_512x416 --set data.cache_size=512x416
+run random400 cache_512x416 --set data.cache_size=512x416 --set model.pretrained=none
 run malignant cache_1024x832 --set train.loc_target=malignant
 run finetune cache_1024x832 --set patch.enabled=true
 run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny --set model.tiny_width=16 \
@@ -47,7 +47,9 @@ run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny -
     --set heads.enabled=false --set train.freeze=backbone --set train.max_epochs=30 --set train.early_stop_patience=10 \
     --set optim.lr=3e-3 --set optim.plateau_patience=3 --set train.loc_target=malignant --set data.batch_size=8 \
     --set data.augment.hflip=0.5 --set predict.tta=[]
-for other in random um400 malignant finetune previous; do
+for other in um400 malignant finetune previous; do
   [ -f "$OUT/cv_$other/cv.json" ] || continue
   $M cv-compare "$OUT/cv_mias" "$OUT/cv_$other" --out "$RES/mias_compare_mias_vs_$other.json"
 done
+[ -f "$OUT/cv_random400/cv.json" ] && $M cv-compare "$OUT/cv_um400" "$OUT/cv_random400" --out "$RES/mias_compare_um400_vs_random400.json"
+exit 0
