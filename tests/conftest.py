@@ -80,3 +80,81 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# --- own_process: tests that load foreign native runtimes run in a child pytest -------------
+# ONNX Runtime, OpenVINO and inductor bring their own thread pools and allocators into the
+# process. In one suite process beside torch's OpenMP pool and the sandbox's forked workers,
+# that once ended in a segfault in a *later* module (CI, 2026-11-29), which took the whole
+# run down. Modules marked ``own_process`` therefore run in one child pytest per module; the
+# parent replays the child's reports, so -k/-m selection, skips and failures read as usual,
+# and a crash of the child fails only that module's tests, with the child's output.
+_CHILD_REPORTS = "MAMMOLENS_OWN_PROCESS_REPORTS"
+
+
+def pytest_runtest_logreport(report) -> None:
+    path = os.environ.get(_CHILD_REPORTS)
+    if path:  # inside the child: hand every report to the parent
+        import json
+
+        cfg = _CHILD_CONFIG[0]
+        data = cfg.hook.pytest_report_to_serializable(config=cfg, report=report)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(data) + "\n")
+
+
+_CHILD_CONFIG: list = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session) -> None:
+    _CHILD_CONFIG[:] = [session.config]
+
+
+def _run_module_in_child(item) -> dict[str, list]:
+    """Run the marked tests of ``item``'s module in one child pytest; reports by node id."""
+    import json
+    import subprocess
+    import sys
+
+    session = item.session
+    module = item.nodeid.split("::")[0]
+    items = [it for it in session.items if it.nodeid.split("::")[0] == module and it.get_closest_marker("own_process")]
+    ids = [it.nodeid for it in items]
+    base = session.config._tmp_path_factory.getbasetemp() / "own_process" / module.replace("/", "_")
+    base.mkdir(parents=True, exist_ok=True)
+    reports = base / "reports.jsonl"
+    reports.unlink(missing_ok=True)
+    env = dict(os.environ, **{_CHILD_REPORTS: str(reports)})
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", f"--basetemp={base / 'tmp'}", *ids]
+    proc = subprocess.run(cmd, cwd=session.config.rootpath, env=env, capture_output=True, text=True)
+    by_id: dict[str, list] = {}
+    if reports.exists():
+        for line in reports.read_text(encoding="utf-8").splitlines():
+            rep = session.config.hook.pytest_report_from_serializable(config=session.config, data=json.loads(line))
+            if isinstance(rep.longrepr, list):  # a skip's (path, line, reason): JSON made it a list
+                rep.longrepr = tuple(rep.longrepr)
+            by_id.setdefault(rep.nodeid, []).append(rep)
+    tail = (proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]).strip()
+    for it in items:  # a test the child never finished (crash, kill) fails with the child's output
+        if not any(r.when == "teardown" for r in by_id.get(it.nodeid, [])):
+            msg = f"child pytest exited {proc.returncode} before this test finished:\n{tail}"
+            by_id[it.nodeid] = [pytest.TestReport(it.nodeid, it.location, {}, "failed", msg, "call")]
+    return by_id
+
+
+_CHILD_RESULTS: dict[str, dict[str, list]] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    if os.environ.get(_CHILD_REPORTS) or item.get_closest_marker("own_process") is None:
+        return None
+    module = item.nodeid.split("::")[0]
+    if module not in _CHILD_RESULTS:
+        _CHILD_RESULTS[module] = _run_module_in_child(item)
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for rep in _CHILD_RESULTS[module].get(item.nodeid, []):
+        item.ihook.pytest_runtest_logreport(report=rep)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True

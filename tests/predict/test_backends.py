@@ -13,6 +13,8 @@ from mammolens.models import create_model
 from mammolens.predict import load_predictor, predict
 from mammolens.predict.backends import BACKENDS, EagerBackend, compare_outputs, make_backend
 
+pytestmark = pytest.mark.own_process
+
 SIZE = (64, 48)
 
 

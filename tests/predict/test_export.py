@@ -12,6 +12,8 @@ from mammolens.cli import app
 from mammolens.predict import load_predictor, predict
 from mammolens.predict.export import EXPORT_FILE, export_run, read_export
 
+pytestmark = pytest.mark.own_process
+
 SIZE = (64, 48)
 
 
