@@ -120,6 +120,21 @@ def heatmap_original(path: str | Path, kind: str | None = None) -> tuple[np.ndar
     return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), kind
 
 
+def heatmap_regions(path: str | Path, k: int = 3, kind: str | None = None) -> list[dict[str, float]]:
+    """The ``k`` highest-scoring regions of a heatmap file, in original pixel coordinates.
+
+    Found on the map in cache geometry and mapped back through the file's transform, as
+    ``predict`` does for ``PREDICTIONS_regions.csv`` (:func:`top_regions`); ``kind``
+    defaults to the preferred kind the file holds (what the viewer shows).
+    """
+    try:
+        kind = choose_kind(path, kind)
+    except KeyError as e:
+        raise ValueError(str(e).strip("'\"")) from None
+    arr, tf = load_heatmap(path, kind, geometry="cache")
+    return top_regions(arr, k, transform=tf)
+
+
 def heatmap_peak(arr: np.ndarray) -> tuple[float, float]:
     """``(x, y)`` of the heatmap maximum (pixel centre, the array's coordinates)."""
     i, j = np.unravel_index(int(np.argmax(arr)), arr.shape)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammolens.serve.deps import CurrentUser
 from mammolens.serve.models import Image, ReaderCase, Study
+
+log = logging.getLogger("mammolens.serve")
+
+#: regions listed per image in the study detail (the viewer's heatmap draws as many)
+DEFAULT_REGIONS = 3
 
 #: hanging protocol order: right/left CC on top, right/left MLO below (mirrored)
 HANGING = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
@@ -67,7 +76,25 @@ def study_row(st: Study, *, operating_point: float, n_images: int, admin: bool) 
     return d
 
 
-def image_row(im: Image, *, show_ai: bool) -> dict:
+def image_regions(im: Image, heatmap_path: Callable[[str], Path] | None, k: int) -> list[dict]:
+    """The ``k`` highest-scoring regions of ``im``'s heatmap (original pixel coordinates:
+    ``rank, score, x0, y0, x1, y1, peak_x, peak_y``), the boxes ``predict`` writes to
+    ``PREDICTIONS_regions.csv`` and the viewer's heatmap outlines; ``[]`` without a
+    heatmap or when its file cannot be read (logged, the study still opens)."""
+    if heatmap_path is None or not im.heatmap_file or k <= 0:
+        return []
+    from mammolens.data.heatmap_io import heatmap_regions
+
+    try:
+        return heatmap_regions(heatmap_path(im.heatmap_file), k)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("image #%s: heatmap regions unavailable (%s)", im.id, type(e).__name__)
+        return []
+
+
+def image_row(
+    im: Image, *, show_ai: bool, heatmap_path: Callable[[str], Path] | None = None, regions: int = DEFAULT_REGIONS
+) -> dict:
     return {
         "id": im.id,
         "laterality": im.laterality,
@@ -77,10 +104,21 @@ def image_row(im: Image, *, show_ai: bool) -> dict:
         "score": _r(im.score) if show_ai else None,
         "breast_score": _r(im.breast_score) if show_ai else None,
         "has_heatmap": bool(im.heatmap_file) and show_ai,
+        "regions": image_regions(im, heatmap_path, regions) if show_ai else None,
     }
 
 
-def study_detail(s: Session, st: Study, user: CurrentUser, *, operating_point: float) -> dict:
+def study_detail(
+    s: Session,
+    st: Study,
+    user: CurrentUser,
+    *,
+    operating_point: float,
+    heatmap_path: Callable[[str], Path] | None = None,
+    regions: int = DEFAULT_REGIONS,
+) -> dict:
+    """A study with its images; ``heatmap_path`` (stored heatmap name -> file) lets each
+    image list its ``regions`` top-scoring regions (``[]`` without it)."""
     show = ai_visible(s, user, st)
     imgs = list(st.images)
     d = study_row(st, operating_point=operating_point, n_images=len(imgs), admin=user.is_admin)
@@ -100,7 +138,7 @@ def study_detail(s: Session, st: Study, user: CurrentUser, *, operating_point: f
         "ai_visible": show,
         "operating_point": operating_point,
         "breast_scores": {k: _r(v) for k, v in breasts.items()},
-        "images": [image_row(im, show_ai=show) for im in imgs],
+        "images": [image_row(im, show_ai=show, heatmap_path=heatmap_path, regions=regions) for im in imgs],
         "hanging": hanging,
     }
     if user.is_admin:

@@ -8,6 +8,8 @@ only ever sees their own case list and reads; another reader's case is a 404.
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -76,7 +78,10 @@ def get_case(case_id: RowId, request: Request, user: CurrentUser = Depends(curre
     svc = service(request)
     with svc.db.session() as s:
         case = _own_case(s, case_id, user)
-        study = study_detail(s, case.study, user, operating_point=svc.settings.operating_point)
+        study = study_detail(
+            s, case.study, user, operating_point=svc.settings.operating_point,
+            heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"),
+        )
         # the case view never exposes identifiers or the truth
         for k in ("patient_id", "accession", "study_uid", "truth", "study_date"):
             study.pop(k, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -12,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from mammolens.serve.deps import MAX_DB_INT, CurrentUser, RowId, current_user, require_admin, service
 from mammolens.serve.models import READING_STATUSES, Image, Study, utcnow
-from mammolens.serve.routes._views import may_open, study_detail, study_row
+from mammolens.serve.routes._views import DEFAULT_REGIONS, may_open, study_detail, study_row
 
 router = APIRouter(prefix="/api", tags=["studies"])
 
@@ -77,11 +78,21 @@ def _get_study(s, study_id: int, user: CurrentUser) -> Study:
 
 
 @router.get("/studies/{study_id}")
-def get_study(study_id: RowId, request: Request, user: CurrentUser = Depends(current_user)) -> dict:
+def get_study(
+    study_id: RowId,
+    request: Request,
+    user: CurrentUser = Depends(current_user),
+    regions: int = Query(DEFAULT_REGIONS, ge=0, le=10, description="top-scoring regions listed per image"),
+) -> dict:
+    """The study, its images with scores and their ``regions`` highest-scoring heatmap
+    regions (boxes in original pixel coordinates)."""
     svc = service(request)
     with svc.db.session() as s:
         st = _get_study(s, study_id, user)
-        return study_detail(s, st, user, operating_point=svc.settings.operating_point)
+        return study_detail(
+            s, st, user, operating_point=svc.settings.operating_point,
+            heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"), regions=regions,
+        )
 
 
 async def _read_uploads(request: Request) -> list[tuple[str, bytes]]:
@@ -179,7 +190,10 @@ def patch_study(
         if body.clear_truth:
             st.truth = None
         st.updated_at = utcnow()
-        return study_detail(s, st, user, operating_point=svc.settings.operating_point)
+        return study_detail(
+            s, st, user, operating_point=svc.settings.operating_point,
+            heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"),
+        )
 
 
 @router.delete("/studies/{study_id}")
