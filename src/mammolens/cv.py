@@ -244,17 +244,15 @@ def cross_validate(
                 fdir.mkdir(parents=True, exist_ok=True)
                 m.to_csv(fdir / "manifest.csv", index=False)
                 run = fdir / "run"
-                resume = (run / "checkpoints" / "last.ckpt").exists() and not (run / "checkpoints" / "best.ckpt").exists()
-                if (run / "checkpoints" / "best.ckpt").exists() and not _run_finished(run):
-                    resume = True
-                if not (run / "checkpoints" / "best.ckpt").exists() or resume:
-                    if not resume and run.exists():
-                        shutil.rmtree(run)  # an unfinished run with no checkpoint yet: start it again
-                    tr = train(m, cache, config=config, out=run, model=model, overrides=overrides, resume=resume, device=device, progress=progress)
-                    train_s, best_val = tr.seconds, tr.best_val_auc
-                else:
+                state = _run_state(run)
+                if state == "finished":
                     meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
                     train_s, best_val = meta.get("seconds"), meta.get("best_val_auc")
+                else:
+                    if state == "fresh" and run.exists():
+                        shutil.rmtree(run)  # an unfinished run with no checkpoint yet: start it again
+                    tr = train(m, cache, config=config, out=run, model=model, overrides=overrides, resume=state == "resume", device=device, progress=progress)
+                    train_s, best_val = tr.seconds, tr.best_val_auc
                 for stale in (pred_csv, fdir / "predictions.partial.csv"):
                     stale.unlink(missing_ok=True)
                 pt = time.perf_counter()
@@ -364,12 +362,17 @@ def compare_cv(a: str | Path, b: str | Path, *, score_a: str = "score", score_b:
     return out
 
 
-def _run_finished(run: Path) -> bool:
-    try:
-        meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return meta.get("status") in ("completed", "early_stopped")
+def _run_state(run: Path) -> str:
+    """``finished`` (a best checkpoint and a finished status), ``resume`` (any checkpoint of
+    an unfinished run) or ``fresh`` (nothing to continue from)."""
+    ckpts = run / "checkpoints"
+    if (ckpts / "best.ckpt").exists():
+        try:
+            meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        return "finished" if meta.get("status") in ("completed", "early_stopped") else "resume"
+    return "resume" if (ckpts / "last.ckpt").exists() else "fresh"
 
 
 def _write(result: CVResult, old: dict[str, Any]) -> None:

@@ -22,11 +22,40 @@ from mammolens.progress import progress_bar as progress
 from mammolens.progress import stderr_console, with_epoch_progress
 from mammolens.qc import QCTable
 
-__all__ = ["cli_errors", "console", "emit_json", "exit_with", "out", "progress", "report_qc", "to_json", "with_epoch_progress"]
+__all__ = [
+    "cli_errors", "config_option", "console", "device_option", "emit_json", "exit_with", "json_option", "model_option",
+    "out", "progress", "quiet_option", "report_qc", "set_option", "to_json", "with_epoch_progress",
+]
 
 #: messages, progress and tables for people go to stderr; results (JSON) to stdout
 console = stderr_console()
 out = Console()
+
+
+# Options the training-side commands (train, cv, pretrain-*) share, defined once so their
+# flags and help read the same everywhere.
+def config_option(default: str) -> Any:
+    return typer.Option(default, "--config", help="Preset (tiny, paper, mias) or a YAML file.")
+
+
+def model_option() -> Any:
+    return typer.Option("", "--model", "-m", help="attention or baseline (overrides model.kind), or a name like attention_resnet18.")
+
+
+def set_option() -> Any:
+    return typer.Option([], "--set", help="Override a config value: --set optim.lr=3e-4 (repeatable).")
+
+
+def device_option(default: str = "auto") -> Any:
+    return typer.Option(default, "--device", help="cpu, cuda or auto.")
+
+
+def json_option(what: str = "the result") -> Any:
+    return typer.Option(False, "--json", help=f"Print {what} as JSON to stdout.")
+
+
+def quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 @contextmanager

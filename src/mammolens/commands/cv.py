@@ -6,23 +6,33 @@ from pathlib import Path
 
 import typer
 
-from mammolens.commands._common import cli_errors, console, emit_json
+from mammolens.commands._common import (
+    cli_errors,
+    config_option,
+    console,
+    device_option,
+    emit_json,
+    json_option,
+    model_option,
+    quiet_option,
+    set_option,
+)
 
 
 def cv(
     manifest: Path = typer.Argument(..., help="Manifest with a 0/1 label for every image (its split column is ignored)."),
     cache: Path = typer.Option(..., "--cache", "-c", help="Cache folder written by `mammolens preprocess`, holding every image."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: folds, runs, predictions, oof_seed<S>.csv, cv.json (resumed if it exists)."),
-    config: str = typer.Option("mias", "--config", help="Preset (mias, tiny, paper) or a YAML file."),
+    config: str = config_option("mias"),
     folds: int = typer.Option(5, "--folds", "-k", help="Number of patient-level, stratified folds."),
     seeds: str = typer.Option("0", "--seeds", help="Fold-assignment seeds, comma-separated: 0,1,2."),
     val: float = typer.Option(0.15, "--val", help="Share of each fold's training patients used for validation (early stopping)."),
-    model: str = typer.Option("", "--model", "-m", help="attention or baseline, or a name like attention_efficientnet_lite0."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value (repeatable), as for train."),
+    model: str = model_option(),
+    set_: list[str] = set_option(),
     no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="Do not write heatmaps (no localisation hit rates)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    json_out: bool = typer.Option(False, "--json", help="Print cv.json to stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    device: str = device_option(),
+    json_out: bool = json_option("cv.json"),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Cross-validate a configuration: train each fold, predict its held-out women, pool.
 

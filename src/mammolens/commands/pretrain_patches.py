@@ -9,8 +9,11 @@ import typer
 from mammolens.commands._common import (
     cli_errors,
     console,
+    device_option,
     emit_json,
     exit_with,
+    json_option,
+    quiet_option,
     report_qc,
     with_epoch_progress,
 )
@@ -34,9 +37,9 @@ def pretrain_patches(
     batch_size: int = typer.Option(64, "--batch-size", help="Patches per batch."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (cosine decay)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling and training)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str = device_option(),
+    json_out: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Pretrain the backbone as a lesion vs background patch classifier (Shen et al. 2019, stage 1).
 

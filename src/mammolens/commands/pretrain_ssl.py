@@ -9,8 +9,11 @@ import typer
 from mammolens.commands._common import (
     cli_errors,
     console,
+    device_option,
     emit_json,
     exit_with,
+    json_option,
+    quiet_option,
     report_qc,
     with_epoch_progress,
 )
@@ -33,9 +36,9 @@ def pretrain_ssl(
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (warm-up, cosine decay)."),
     temperature: float = typer.Option(0.2, "--temperature", help="NT-Xent temperature."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling, views and training)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str = device_option(),
+    json_out: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Pretrain the backbone without labels: SimCLR on breast patches (Chen et al. 2020).
 

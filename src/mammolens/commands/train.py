@@ -6,20 +6,30 @@ from pathlib import Path
 
 import typer
 
-from mammolens.commands._common import cli_errors, console, emit_json
+from mammolens.commands._common import (
+    cli_errors,
+    config_option,
+    console,
+    device_option,
+    emit_json,
+    json_option,
+    model_option,
+    quiet_option,
+    set_option,
+)
 
 
 def train(
     manifest: Path = typer.Argument(..., help="Manifest with train/val splits and 0/1 labels (after `mammolens split`)."),
     cache: Path = typer.Option(..., "--cache", "-c", help="Cache folder written by `mammolens preprocess`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, config.yaml, meta.json, metrics.csv, tensorboard/)."),
-    config: str = typer.Option("tiny", "--config", help="Preset (tiny, paper, mias) or a YAML file."),
-    model: str = typer.Option("", "--model", "-m", help="attention or baseline (overrides model.kind), or a name like attention_resnet18."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set optim.lr=3e-4 (repeatable)."),
+    config: str = config_option("tiny"),
+    model: str = model_option(),
+    set_: list[str] = set_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from RUN/checkpoints/last.ckpt."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    device: str = device_option(),
+    json_out: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Train the attention model (or the baseline) with the study's recipe.
 
