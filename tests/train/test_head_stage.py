@@ -94,3 +94,17 @@ def test_lesion_target_trains_the_image_label_on_the_attention_classifier():
 
     assert mask_targets(mask, (2, 2), target="lesion").sum() > 0
     assert mask_targets(mask, (2, 2), target="malignant").sum() == 0
+
+
+def test_features_in_channels_last_equal_the_nchw_forward():
+    torch.manual_seed(0)
+    m = create_model("attention_efficientnet_lite0", pretrained="none").eval()
+    items = _items(2, 3)
+    feats = head_stage._features(m, items, flip=True, device="cpu", progress=None)
+    with torch.inference_mode():
+        x = torch.from_numpy(items[1][0])[None, None]
+        ref = m.forward_features(torch.cat([x, torch.flip(x, dims=[-2])]))
+    assert torch.allclose(feats.c4[2:].float(), ref["c4"], atol=2e-2, rtol=1e-2)
+    assert torch.allclose(feats.c3[2:].float(), ref["c3"], atol=2e-2, rtol=1e-2)
+    # the model is handed back in its usual layout
+    assert all(p.is_contiguous() for p in m.parameters())

@@ -22,7 +22,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -79,9 +78,21 @@ class HeadStageResult:
 
 def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
               device: str, progress: Callable[[int, int], None] | None, keys: Sequence[str] | None = None) -> _Feats:
-    c3s, c4s, masks, has, labels, src = [], [], [], [], [], []
     model.eval()
     fp = backbone_fingerprint(model.backbone) if keys is not None else ""
+    # channels_last: the frozen trunk's one pass over every image is the stage's main cost,
+    # and oneDNN runs depthwise / pointwise convolutions ~1.7x faster in NHWC (Lite0 at
+    # 1024x832 on the 2-core CPU: 2.8 s -> 1.7 s); the model is handed back in NCHW
+    model.backbone.to(memory_format=torch.channels_last)
+    try:
+        return _features_nhwc(model, items, flip=flip, device=device, progress=progress, keys=keys, fp=fp)
+    finally:
+        model.backbone.to(memory_format=torch.contiguous_format)
+
+
+def _features_nhwc(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
+                   device: str, progress: Callable[[int, int], None] | None, keys: Sequence[str] | None, fp: str) -> _Feats:
+    c3s, c4s, masks, has, labels, src = [], [], [], [], [], []
     with torch.inference_mode():
         for i, (img, mask, label) in enumerate(items):
             nviews = 2 if flip else 1
@@ -92,8 +103,9 @@ def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarr
             else:
                 x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
                 views = [x, torch.flip(x, dims=[-2])] if flip else [x]
-                f = model.forward_features(torch.cat(views).to(device))
-                c3, c4 = f["c3"].to(torch.float16).cpu(), f["c4"].to(torch.float16).cpu()
+                f = model.forward_features(torch.cat(views).to(device).contiguous(memory_format=torch.channels_last))
+                c3 = f["c3"].to(torch.float16).cpu().contiguous()
+                c4 = f["c4"].to(torch.float16).cpu().contiguous()
                 if mk and _memo_bytes() < _MEMO_MAX_BYTES:
                     for v, k in enumerate(mk):
                         _MEMO[k] = (c3[v : v + 1].clone(), c4[v : v + 1].clone())
