@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,6 +67,8 @@ def test_cv_end_to_end_pools_every_image_once_and_resumes(toy, tmp_path, monkeyp
     assert [f["fold"] for f in s0["folds"]] == [0, 1, 2]
     assert 0 <= s0["pooled"]["auc"] <= 1 and s0["pooled"]["ci_low"] <= s0["pooled"]["auc"] <= s0["pooled"]["ci_high"]
     assert s0["pooled"]["n"] == len(ids) and s0["missing_images"] == []
+    fold_aucs = [f["test"]["auc"] for f in s0["folds"] if f["test"]["auc"] is not None]
+    assert s0["fold_auc_mean"] == pytest.approx(np.mean(fold_aucs))
     loc = s0["localization"]["malignant_images"]
     assert loc["n"] > 0 and 0 <= loc["hits"] <= loc["n"]
     assert res.per_seed[0]["pooled"]["auc"] == s0["pooled"]["auc"]
