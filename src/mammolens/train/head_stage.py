@@ -42,11 +42,51 @@ class _Feats:
     image: np.ndarray  # (N,) index of the source image (a flip shares it)
 
 
-#: features of frozen backbones kept for the life of the process, keyed by
-#: (backbone fingerprint, image key, flipped): the folds and seeds of ``mammolens cv``
-#: share one frozen ImageNet trunk, so each image's features are computed once per run
-_MEMO: dict[tuple[str, str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
-_MEMO_MAX_BYTES = 4 << 30
+class FeatureMemo:
+    """Features of frozen backbones kept for the life of the process.
+
+    Keyed by (backbone fingerprint, image key, flipped): the folds and seeds of
+    ``mammolens cv`` share one frozen ImageNet trunk, so each image's features are
+    computed once per run. The memory held is counted as entries are stored (checking
+    the total costs nothing, however many images are kept); once it reaches
+    ``max_bytes`` nothing more is stored.
+    """
+
+    def __init__(self, max_bytes: int = 4 << 30) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._entries: dict[tuple[str, str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: tuple[str, str, bool]) -> bool:
+        return key in self._entries
+
+    def __getitem__(self, key: tuple[str, str, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._entries[key]
+
+    @property
+    def full(self) -> bool:
+        return self.nbytes >= self.max_bytes
+
+    def put(self, key: tuple[str, str, bool], c3: torch.Tensor, c4: torch.Tensor) -> None:
+        old = self._entries.get(key)
+        if old is not None:
+            self.nbytes -= _nbytes(*old)
+        self._entries[key] = (c3, c4)
+        self.nbytes += _nbytes(c3, c4)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+_MEMO = FeatureMemo()
 
 
 def backbone_fingerprint(backbone: torch.nn.Module) -> str:
@@ -58,10 +98,6 @@ def backbone_fingerprint(backbone: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _memo_bytes() -> int:
-    return sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in _MEMO.values())
 
 
 @dataclass
@@ -106,9 +142,9 @@ def _features_nhwc(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.
                 f = model.forward_features(torch.cat(views).to(device).contiguous(memory_format=torch.channels_last))
                 c3 = f["c3"].to(torch.float16).cpu().contiguous()
                 c4 = f["c4"].to(torch.float16).cpu().contiguous()
-                if mk and _memo_bytes() < _MEMO_MAX_BYTES:
+                if mk and not _MEMO.full:
                     for v, k in enumerate(mk):
-                        _MEMO[k] = (c3[v : v + 1].clone(), c4[v : v + 1].clone())
+                        _MEMO.put(k, c3[v : v + 1].clone(), c4[v : v + 1].clone())
             c3s.append(c3)
             c4s.append(c4)
             grid = tuple(c4.shape[-2:])
