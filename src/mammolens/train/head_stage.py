@@ -18,9 +18,8 @@ the usual whole-image stage (fine-tuning, GPU) may follow.
 from __future__ import annotations
 
 import copy
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from mammolens.data.lesions import MASK_MALIGNANT
 from mammolens.errors import ConfigError
+from mammolens.train.loop import StepOutput, run_epochs
 from mammolens.train.losses import mammo_loss
 
 
@@ -242,57 +242,42 @@ def fit_heads(
     tr = _features(model, train_items, flip=flip, device=device, progress=prog("train"), keys=train_keys)
     va = _features(model, val_items, flip=False, device=device, progress=prog("val"), keys=val_keys) if val_items else None
     t_feat = time.perf_counter() - t0
-    params = _head_params(model)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(_head_params(model), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(tr.label)
-    best_auc, best_epoch, best_state = -math.inf, 0, None
-    history: list[dict[str, float]] = []
-    stale = 0
-    ep = 0
-    for ep in range(1, epochs + 1):
-        model.train()
-        model.backbone.eval()
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
         perm = torch.randperm(n, generator=gen)
-        tot, seen = 0.0, 0
         for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            feats = {"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}
-            out = model.forward_head(feats)
-            batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx]}
-            loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        rec: dict[str, float] = {"epoch": ep, "loss": tot / max(1, seen)}
-        auc = None
-        if va is not None:
-            scores = _scores(model, va, device)
-            y = va.label.numpy()
-            if len(np.unique(y)) == 2:
-                auc = float(auc_score(y, scores))
-                rec["val_auc"] = auc
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-        better = select == "last" or auc is None or auc > best_auc
-        if better:
-            best_auc = auc if auc is not None else (best_auc if select != "last" else -math.inf)
-            best_epoch, best_state, stale = ep, copy.deepcopy({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    model.eval()
+            yield perm[i : i + batch_size]
+
+    def step(idx: torch.Tensor) -> StepOutput:
+        feats = {"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}
+        out = model.forward_head(feats)
+        batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx]}
+        loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target)
+        return StepOutput(loss, weight=len(idx))
+
+    def validate(epoch: int, rec: dict[str, float]) -> dict[str, float]:
+        if va is None:
+            return {}
+        y = va.label.numpy()
+        scores = _scores(model, va, device)
+        return {"val_auc": float(auc_score(y, scores))} if len(np.unique(y)) == 2 else {}
+
+    def heads_state() -> dict[str, torch.Tensor]:
+        return copy.deepcopy({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})
+
+    res = run_epochs(
+        model, epochs=epochs, batches=batches, step=step, optimizer=opt, end_epoch=validate, on_epoch=on_epoch,
+        keep="last" if select == "last" else "best", monitor="val_auc", patience=patience,
+        snapshot=heads_state, restore=lambda state: model.load_state_dict(state, strict=False), stage="heads stage",
+    )
     return HeadStageResult(
-        epochs_run=ep, best_epoch=best_epoch, best_val_auc=None if best_auc == -math.inf else best_auc,
-        seconds=time.perf_counter() - t0, seconds_features=t_feat, history=history,
+        epochs_run=res.epochs_run, best_epoch=res.best_epoch, best_val_auc=res.best_score,
+        seconds=time.perf_counter() - t0, seconds_features=t_feat, history=res.history,
     )
 
 

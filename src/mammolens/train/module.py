@@ -13,18 +13,12 @@ from torch.utils.data import DataLoader
 
 from mammolens.config import Config, config_from_dict
 from mammolens.data.dataset import MammoDataset, class_weights_sampler
-from mammolens.errors import MammolensError
 from mammolens.models import create_model, model_kwargs_from_config
 from mammolens.run_folder import META_KEY
+from mammolens.train.loop import NonFiniteLossError, TrainingError
 from mammolens.train.losses import mammo_loss
 
-
-class TrainingError(MammolensError):
-    """Training could not go on (e.g. a non-finite loss)."""
-
-
-class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["EpochSeedCallback", "MammoDataModule", "MammoLitModule", "NonFiniteLossError", "TrainingError", "binary_auc", "collate"]
 
 
 def binary_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mammolens.errors import ConfigError, LeakageError
+from mammolens.train.loop import StepOutput, run_epochs
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -398,42 +399,30 @@ def pretrain_backbone(
     steps_per_epoch = math.ceil(len(patches) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
-    history: list[dict[str, float]] = []
-    step = 0
-    for ep in range(epochs):
-        net.train()
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(len(patches), generator=gen)
-        tot_loss, tot_ok, seen = 0.0, 0, 0
         for i in range(0, len(patches), batch_size):
             idx = perm[i : i + batch_size]
-            if idx.numel() < 2:
+            if idx.numel() < 2:  # batch-norm needs two samples
                 continue
             x = x_all[idx]
             if augment:
                 x = augment_patches(x, gen)
-            x, y = x.to(device), y_all[idx].to(device)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            tot_loss += float(loss.detach()) * idx.numel()
-            tot_ok += int((logits.argmax(1) == y).sum())
-            seen += idx.numel()
-            if max_steps is not None and step >= max_steps:
-                break
-        rec: dict[str, float] = {"epoch": ep + 1, "loss": tot_loss / max(1, seen), "accuracy": tot_ok / max(1, seen)}
-        if val is not None and len(val) > 0:
-            rec.update(evaluate_patches(net, val, device=device, weight=weight))
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
-        if max_steps is not None and step >= max_steps:
-            break
-    net.eval()
-    return PatchPretrainResult(len(patches), patches.counts(), history, time.time() - t0, None, str(getattr(backbone, "arch", "")), net)
+            yield x.to(device), y_all[idx].to(device)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        logits = net(x)
+        loss = F.cross_entropy(logits, y, weight=weight)
+        return StepOutput(loss, weight=len(y), sums={"accuracy": int((logits.argmax(1) == y).sum())})
+
+    def validate(epoch: int, rec: dict[str, float]) -> dict[str, float]:
+        return evaluate_patches(net, val, device=device, weight=weight) if val is not None and len(val) > 0 else {}
+
+    res = run_epochs(net, epochs=epochs, batches=batches, step=step, optimizer=opt, scheduler=sched, max_steps=max_steps,
+                     end_epoch=validate, on_epoch=progress, stage="patch stage")
+    return PatchPretrainResult(len(patches), patches.counts(), res.history, time.time() - t0, None, str(getattr(backbone, "arch", "")), net)
 
 
 def evaluate_patches(net: nn.Module, val: PatchSet, *, device: str = "cpu", weight: torch.Tensor | None = None, batch_size: int = 256) -> dict[str, float]:

@@ -50,6 +50,7 @@ from mammolens import __version__
 from mammolens.errors import ConfigError
 from mammolens.jsonio import write_json
 from mammolens.qc import QCTable
+from mammolens.train.loop import resolve_device
 
 STAGE = "pretrain-patches"
 #: ``splits=ALL_SPLITS`` uses every row of the manifest (no split column needed)
@@ -141,19 +142,6 @@ class _Loader:
                 mask = np.zeros(img.shape, np.uint8)
             self._i, self._entry = i, (img, mask)
         return self._entry
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    d = str(device).strip().lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    if d not in ("cpu",) and not d.startswith("cuda") and d != "mps":
-        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return d
 
 
 @dataclass
@@ -403,7 +391,7 @@ def pretrain_patches_from_cache(
 
     sel = select_cached_images(manifest, cache, splits=splits, stage=STAGE, visit=visit)
     mname, splits_l, qc, cache_obj = sel.manifest_name, sel.splits, sel.qc, sel.cache
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     n_rej = sel.n_rejected
     if not ids:
         raise ConfigError(

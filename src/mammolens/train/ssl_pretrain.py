@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mammolens.errors import ConfigError, LeakageError
+from mammolens.train.loop import StepOutput, run_epochs
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -540,49 +541,38 @@ def ssl_pretrain_backbone(
         return 0.5 * (1 + math.cos(math.pi * min(s - warm, total - warm) / max(1, total - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    history: list[dict[str, float]] = []
-    step = 0
-    for ep in range(epochs):
-        te = time.time()
-        data = first if ep == 0 else (_check_patches(patches(ep), "ssl_pretrain_backbone") if fresh else first)
+    epoch_info: dict[str, float] = {}
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
+        epoch_info["start"] = time.time()
+        data = first if epoch == 0 else (_check_patches(patches(epoch), "ssl_pretrain_backbone") if fresh else first)
         x_all = torch.from_numpy(np.ascontiguousarray(data)).unsqueeze(1)
         m = data.shape[0]
         bs_ep = min(batch_size, m)
-        net.train()
+        epoch_info.update(patches=float(m), batch=float(bs_ep))
         perm = torch.randperm(m, generator=gen)
-        tot_loss, tot_acc, nb = 0.0, 0.0, 0
-        for i in range(0, m - bs_ep + 1, bs_ep):
-            x = x_all[perm[i : i + bs_ep]].to(device)
-            v1, v2 = augment_views(x, gen, min_scale=min_scale), augment_views(x, gen, min_scale=min_scale)
-            # both views in one forward pass: BatchNorm sees one batch of 2B, as in SimCLR
-            z = net(torch.cat([v1, v2]))
-            loss, acc = nt_xent(z[:bs_ep], z[bs_ep:], temperature=temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            tot_loss += float(loss.detach())
-            tot_acc += float(acc)
-            nb += 1
-            if max_steps is not None and step >= max_steps:
-                break
-        rec: dict[str, float] = {
-            "epoch": ep + 1,
-            "loss": tot_loss / max(1, nb),
-            "accuracy": tot_acc / max(1, nb),
-            "chance": 1.0 / (2 * bs_ep - 1),
+        for i in range(0, m - bs_ep + 1, bs_ep):  # the last, incomplete batch is dropped
+            yield x_all[perm[i : i + bs_ep]].to(device)
+
+    def step(x: torch.Tensor) -> StepOutput:
+        b = x.shape[0]
+        v1, v2 = augment_views(x, gen, min_scale=min_scale), augment_views(x, gen, min_scale=min_scale)
+        # both views in one forward pass: BatchNorm sees one batch of 2B, as in SimCLR
+        z = net(torch.cat([v1, v2]))
+        loss, acc = nt_xent(z[:b], z[b:], temperature=temperature)
+        return StepOutput(loss, weight=1.0, sums={"accuracy": float(acc)})
+
+    def end_epoch(epoch: int, rec: dict[str, float]) -> dict[str, float]:
+        return {
+            "chance": 1.0 / (2 * epoch_info["batch"] - 1),
             "lr": float(opt.param_groups[0]["lr"]),
-            "patches": float(m),
-            "seconds": time.time() - te,
+            "patches": epoch_info["patches"],
+            "seconds": time.time() - epoch_info["start"],
         }
-        history.append(rec)
-        if progress is not None:
-            progress(rec)
-        if max_steps is not None and step >= max_steps:
-            break
-    net.eval()
-    return SSLResult(n, history, time.time() - t0, None, str(getattr(backbone, "arch", "")), 0, net)
+
+    res = run_epochs(net, epochs=epochs, batches=batches, step=step, optimizer=opt, scheduler=sched, max_steps=max_steps,
+                     end_epoch=end_epoch, on_epoch=progress, stage="SimCLR")
+    return SSLResult(n, res.history, time.time() - t0, None, str(getattr(backbone, "arch", "")), 0, net)
 
 
 def ssl_pretrain(

@@ -41,8 +41,8 @@ import pandas as pd
 from mammolens import __version__
 from mammolens.errors import ConfigError
 from mammolens.jsonio import write_json
+from mammolens.train.loop import resolve_device
 from mammolens.train.patch_stage import (
-    _resolve_device,
     _settings_dict,
     check_weights_path,
     follow_up_command,
@@ -180,7 +180,7 @@ def pretrain_ssl_from_cache(
             f"{mname}: no usable image in split(s) {sel.splits}: all {sel.n_rejected} are missing from the cache "
             f"{sel.cache_root} or unreadable; run `mammolens preprocess` first"
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     res = ssl_pretrain(
         images, ids, out, arch=arch, tiny_width=tiny_width, init=init, exclude=sel.held_ids,
         patch_size=patch_size, per_image=per_image, min_breast_fraction=min_breast_fraction, resample=resample,
