@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 
 from mammolens.errors import ConfigError, LeakageError  # noqa: E402
 from mammolens.models import build_backbone, create_model  # noqa: E402
+from mammolens.data.augment import view_augment  # noqa: E402
 from mammolens.train import ssl_pretrain as ssl  # noqa: E402
 from mammolens.train.patch_pretrain import breast_region  # noqa: E402
 from mammolens.train.ssl_pretrain import (  # noqa: E402
     SimCLRNet,
-    augment_views,
     nt_xent,
     sample_unlabeled_patches,
     ssl_pretrain,
@@ -97,12 +97,14 @@ def test_nt_xent_matches_the_formula_on_two_pairs() -> None:
 def test_views_stay_in_range_and_are_deterministic() -> None:
     imgs, ids = _cohort(2)
     x = torch.from_numpy(sample_unlabeled_patches(imgs, ids, patch_size=P, per_image=8)[0]).unsqueeze(1)
-    v = augment_views(x, torch.Generator().manual_seed(1))
+    views = view_augment()
+    v, _ = views(x, generator=torch.Generator().manual_seed(1))
     assert v.shape == x.shape and float(v.min()) >= 0 and float(v.max()) <= 1
-    torch.testing.assert_close(v, augment_views(x, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(v, views(x, generator=torch.Generator().manual_seed(1))[0])
     assert not torch.equal(v, x)
     # with no crop, jitter, blur or noise only the dihedral element is left: pixels are permuted
-    bare = augment_views(x, torch.Generator().manual_seed(2), min_scale=1.0, jitter_p=0.0, blur_p=0.0, noise_p=0.0)
+    bare_views = view_augment(min_scale=1.0, jitter_p=0.0, blur_p=0.0, noise_p=0.0)
+    bare, _ = bare_views(x, generator=torch.Generator().manual_seed(2))
     for a, b in zip(x[:, 0], bare[:, 0], strict=True):
         torch.testing.assert_close(torch.sort(a.flatten())[0], torch.sort(b.flatten())[0], atol=1e-5, rtol=0)
 
@@ -111,7 +113,8 @@ def test_steps_reduce_the_loss_on_a_fixed_batch() -> None:
     imgs, ids = _cohort(4)
     x = torch.from_numpy(sample_unlabeled_patches(imgs, ids, patch_size=P, per_image=8)[0]).unsqueeze(1)
     g = torch.Generator().manual_seed(0)
-    v1, v2 = augment_views(x, g), augment_views(x, g)
+    views = view_augment()
+    (v1, _), (v2, _) = views(x, generator=g), views(x, generator=g)
     torch.manual_seed(0)
     net = SimCLRNet.build(build_backbone("tiny", tiny_width=4))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)

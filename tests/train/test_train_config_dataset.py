@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mammolens.config import AugmentConfig, list_presets, load_config, parse_overrides
-from mammolens.data.dataset import MammoDataset, augment, class_weights_sampler, rotate
+from mammolens.data.augment import rotate, whole_image_augment
+from mammolens.data.dataset import MammoDataset, class_weights_sampler
 from mammolens.data.transform import Transform
 from mammolens.errors import ConfigError
 
@@ -124,7 +125,7 @@ def test_flips_and_rotation_exact():
     mask = torch.zeros(16, 12, dtype=torch.uint8)
     mask[2, 3] = 2
     cfg = SimpleNamespace(hflip=1.0, vflip=1.0, rotate_deg=0.0, rotate_p=0.0, intensity_p=0.0, contrast=0, brightness=0, gamma=0)
-    out, m = augment(img, mask, cfg, torch.Generator().manual_seed(0))
+    out, m = whole_image_augment(cfg)(img, mask, generator=torch.Generator().manual_seed(0))
     assert out[0, 13, 8] == 1.0 and m[13, 8] == 2
     # a 90 degree rotation of a square image moves a point as expected
     sq = torch.zeros(1, 9, 9)

@@ -10,26 +10,26 @@ Each item is a dict::
     image_id  str
     index     int (row in the dataset)
 
-Augmentation (training only) is applied to image and mask together with torch ops:
-random horizontal / vertical flips, a rotation (bilinear for the image, nearest for the
-mask, zero fill), and intensity changes on the breast (non-zero) pixels: contrast around
-the mean, brightness shift and gamma. The random draws come from a generator seeded with
-``(seed, epoch, index)``, so an epoch is reproducible whatever the worker layout; call
-:meth:`MammoDataset.set_epoch` at the start of each epoch (the training module does).
+Augmentation (training only) is applied to image and mask together by
+:func:`mammolens.data.augment.whole_image_augment`: random horizontal / vertical flips, a
+rotation (bilinear for the image, nearest for the mask, zero fill), and intensity changes
+on the breast (non-zero) pixels: contrast around the mean, brightness shift and gamma.
+The random draws come from a generator seeded with ``(seed, epoch, index)``, so an epoch
+is reproducible whatever the worker layout; call :meth:`MammoDataset.set_epoch` at the
+start of each epoch (the training module does).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from mammolens.data.augment import whole_image_augment
 from mammolens.data.lesions import MASK_MALIGNANT
 
 
@@ -39,54 +39,6 @@ def _open_cache(cache: Any) -> Any:
 
         return open_cache(cache)
     return cache
-
-
-def augment(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    cfg: Any,
-    gen: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment ``image (1, H, W)`` and ``mask (H, W)`` (see module docstring).
-
-    ``cfg`` is a :class:`mammolens.config.AugmentConfig`; every random number is drawn
-    from ``gen`` (same order whatever the outcome, for reproducibility).
-    """
-    u = torch.rand(8, generator=gen).tolist()
-    if u[0] < cfg.hflip:
-        image, mask = image.flip(-1), mask.flip(-1)
-    if u[1] < cfg.vflip:
-        image, mask = image.flip(-2), mask.flip(-2)
-    if cfg.rotate_deg > 0 and u[2] < cfg.rotate_p:
-        angle = math.radians((2 * u[3] - 1) * cfg.rotate_deg)
-        image, mask = rotate(image, mask, angle)
-    if u[4] < cfg.intensity_p:
-        breast = image > 0
-        x = image
-        if cfg.contrast > 0:
-            c = 1 + (2 * u[5] - 1) * cfg.contrast
-            m = x[breast].mean() if breast.any() else x.mean()
-            x = (x - m) * c + m
-        if cfg.brightness > 0:
-            x = x + (2 * u[6] - 1) * cfg.brightness
-        x = x.clamp(0, 1)
-        if cfg.gamma > 0:
-            g = math.exp((2 * u[7] - 1) * math.log1p(cfg.gamma))
-            x = x.clamp_min(1e-6) ** g
-        image = torch.where(breast, x.clamp(0, 1), torch.zeros_like(x))
-    return image.contiguous(), mask.contiguous()
-
-
-def rotate(image: torch.Tensor, mask: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate ``image (1, H, W)`` and ``mask (H, W)`` by ``angle`` radians about the centre."""
-    _, h, w = image.shape
-    c, s = math.cos(angle), math.sin(angle)
-    # rotation in pixel space expressed in normalised grid coordinates (non-square safe)
-    theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=torch.float32).unsqueeze(0)
-    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
-    img = F.grid_sample(image.unsqueeze(0).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    msk = F.grid_sample(mask.float()[None, None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
-    return img, msk.round().to(mask.dtype)
 
 
 class MammoDataset(Dataset):
@@ -126,6 +78,7 @@ class MammoDataset(Dataset):
         self._cache_spec = cache
         self._cache = None if isinstance(cache, str | Path) else cache
         self.augment_cfg = augment_cfg if (augment_cfg is not None and getattr(augment_cfg, "enabled", True)) else None
+        self.augment = None if self.augment_cfg is None else whole_image_augment(self.augment_cfg)
         self.seed = int(seed)
         self.epoch = 0
 
@@ -163,8 +116,8 @@ class MammoDataset(Dataset):
         else:
             m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))
             has_mask = bool(label == 0 or (m == MASK_MALIGNANT).any())
-        if self.augment_cfg is not None:
-            image, m = augment(image, m, self.augment_cfg, self.generator(index))
+        if self.augment is not None:
+            image, m = self.augment(image, m, generator=self.generator(index))
         return {"image": image, "mask": m, "has_mask": has_mask, "label": label, "image_id": image_id, "index": index}
 
 

@@ -308,21 +308,6 @@ class PatchClassifier:
         return _Net()
 
 
-def augment_patches(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random dihedral transform (flips, 90 degree turns) and intensity jitter of ``(B, 1, P, P)``."""
-    import torch
-
-    b = x.shape[0]
-    k = int(torch.randint(0, 4, (1,), generator=gen))
-    x = torch.rot90(x, k, dims=(2, 3))
-    if bool(torch.rand(1, generator=gen) < 0.5):
-        x = torch.flip(x, dims=(3,))
-    gamma = torch.exp((torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.6)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    bright = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.1
-    return ((x.clamp(0, 1) ** gamma) * contrast + bright).clamp(0, 1)
-
-
 def pretrain_backbone(
     backbone: nn.Module,
     patches: PatchSet,
@@ -354,7 +339,8 @@ def pretrain_backbone(
     epochs, batch_size, lr, weight_decay
         Adam with cosine decay of the learning rate over all steps.
     augment
-        Random flips / 90 degree rotations / intensity changes (:func:`augment_patches`).
+        Random flips / 90 degree turns / intensity changes
+        (:func:`mammolens.data.augment.patch_augment`).
     balance
         Weight the cross-entropy by inverse class frequency (lesion patches are rare).
     val
@@ -374,6 +360,8 @@ def pretrain_backbone(
     """
     import torch
     import torch.nn.functional as F
+
+    from mammolens.data.augment import patch_augment
 
     if len(patches) == 0:
         raise ConfigError("no patches to train on: are there annotated lesions in the training images?")
@@ -399,6 +387,7 @@ def pretrain_backbone(
     steps_per_epoch = math.ceil(len(patches) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
+    pipeline = patch_augment() if augment else None
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(len(patches), generator=gen)
@@ -407,8 +396,8 @@ def pretrain_backbone(
             if idx.numel() < 2:  # batch-norm needs two samples
                 continue
             x = x_all[idx]
-            if augment:
-                x = augment_patches(x, gen)
+            if pipeline is not None:
+                x, _ = pipeline(x, generator=gen)
             yield x.to(device), y_all[idx].to(device)
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:

@@ -20,12 +20,13 @@ Method
   would be trivially identical and teach nothing. :func:`ssl_pretrain` draws a **fresh
   set of positions every epoch** (``resample=True``) -- the images are unlabeled, so
   every position is a valid sample and more variety costs nothing.
-* **Views** (:func:`augment_views`): random resized crop inside the patch (area
-  0.5--1 of it, aspect 3/4--4/3, resized back), one of the 8 flips/90 degree turns (a
-  mammogram patch has no preferred orientation), intensity jitter (gamma, contrast,
-  brightness: the gray-level analogue of SimCLR's colour distortion, which Chen et al.
-  found essential, p=0.8), and Gaussian blur (p=0.5) or Gaussian noise (p=0.25).
-  Crop, flip and turn are one affine resampling (``grid_sample``), done on the device.
+* **Views** (:func:`mammolens.data.augment.view_augment`, two draws of one pipeline):
+  random resized crop inside the patch (area 0.5--1 of it, aspect 3/4--4/3, resized
+  back), one of the 8 flips/90 degree turns (a mammogram patch has no preferred
+  orientation), intensity jitter (gamma, contrast, brightness: the gray-level analogue
+  of SimCLR's colour distortion, which Chen et al. found essential, p=0.8), and Gaussian
+  blur (p=0.5) or Gaussian noise (p=0.25). Parameters are drawn per patch from a CPU
+  generator, so the same seed gives the same views on any device.
 * **Encoder** = backbone -> global average pool of the last (layer4) map; **projection
   head** = Linear -> BatchNorm -> ReLU -> Linear (128-d); the head is thrown away after
   pretraining (Chen et al.: the representation *before* the head transfers better).
@@ -260,102 +261,6 @@ def sample_unlabeled_patches(
     return (patches, ids, xy) if return_origins else (patches, ids)
 
 
-# ----------------------------------------------------------------------------- views
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    import torch
-
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, 1, P, P)`` with one sigma per image (grouped conv)."""
-    import torch
-    import torch.nn.functional as F
-
-    b, _, h, w = x.shape
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
-    k = k / k.sum(1, keepdim=True)  # (B, 2r+1)
-    y = x.reshape(1, b, h, w)
-    y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(b, 1, 1, -1), groups=b)  # along x
-    y = F.conv2d(y, k.view(b, 1, -1, 1), groups=b)  # along y
-    return y.reshape(b, 1, h, w)
-
-
-def augment_views(
-    x: torch.Tensor,
-    gen: torch.Generator,
-    *,
-    min_scale: float = 0.5,
-    jitter_p: float = 0.8,
-    blur_p: float = 0.5,
-    noise_p: float = 0.25,
-) -> torch.Tensor:
-    """One random SimCLR view of every patch of ``x`` (``(B, 1, P, P)`` in [0, 1]).
-
-    Random resized crop (area ``min_scale``--1 of the patch, aspect 3/4--4/3), a random
-    element of the dihedral group (flips and 90 degree turns), gamma/contrast/brightness
-    jitter with probability ``jitter_p``, then Gaussian blur (sigma 0.1--2 px) with
-    probability ``blur_p`` or else additive Gaussian noise (std 0.01--0.05) with
-    probability ``noise_p``. Parameters are drawn per patch from ``gen`` (a CPU
-    generator: the same seed gives the same views on any device).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    b, c, p, _ = x.shape
-    dev, dt = x.device, x.dtype
-    # random resized crop: crop half-extents (sx, sy) and centre (tx, ty) in [-1, 1] units
-    area = _uniform(b, min_scale, 1.0, gen)
-    # aspect ratio log-uniform in [3/4, 4/3], narrowed so the crop fits: area * ratio <= 1
-    # and area / ratio <= 1 (the crop keeps the drawn area; area 1 means the whole patch)
-    lo = torch.log(torch.clamp(area, min=3 / 4))
-    hi = torch.log(torch.clamp(1 / area, max=4 / 3))
-    ratio = torch.exp(lo + (hi - lo) * torch.rand(b, generator=gen))
-    sx = torch.sqrt(area * ratio).clamp(max=1.0)
-    sy = torch.sqrt(area / ratio).clamp(max=1.0)
-    tx = _uniform(b, -1.0, 1.0, gen) * (1 - sx)
-    ty = _uniform(b, -1.0, 1.0, gen) * (1 - sy)
-    # dihedral group: rotate the output grid by k * 90 degrees, optionally mirror it
-    k = torch.randint(0, 4, (b,), generator=gen)
-    cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[k]
-    sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[k]
-    mirror = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    # input = diag(sx, sy) @ R @ diag(mirror, 1) @ output + t: the crop extent does not
-    # depend on the turn, so the crop always stays inside the patch
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = sx * cos * mirror
-    theta[:, 0, 1] = -sx * sin
-    theta[:, 1, 0] = sy * sin * mirror
-    theta[:, 1, 1] = sy * cos
-    theta[:, 0, 2] = tx
-    theta[:, 1, 2] = ty
-    grid = F.affine_grid(theta.to(dev, dt), [b, c, p, p], align_corners=False)
-    v = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
-    # intensity jitter (identity where not applied)
-    on = (torch.rand(b, generator=gen) < jitter_p).float()
-    gamma = torch.exp(_uniform(b, -0.4, 0.4, gen) * on)
-    contrast = 1 + _uniform(b, -0.3, 0.3, gen) * on
-    bright = _uniform(b, -0.1, 0.1, gen) * on
-    shape = (b, 1, 1, 1)
-    v = v ** gamma.view(shape).to(dev, dt)
-    mean = v.mean(dim=(2, 3), keepdim=True)
-    v = ((v - mean) * contrast.view(shape).to(dev, dt) + mean + bright.view(shape).to(dev, dt)).clamp(0, 1)
-    # blur or noise: blur removes fine texture, noise adds it; neither must change identity
-    u = torch.rand(b, generator=gen)
-    sigma = _uniform(b, 0.1, 2.0, gen)
-    noise_std = _uniform(b, 0.01, 0.05, gen)
-    noise = torch.randn(b, 1, p, p, generator=gen)
-    radius = min(6, (p - 1) // 2)  # 3 sigma of the widest blur; reflect padding needs radius < P
-    blur = (u < blur_p).view(shape).to(dev)
-    if bool(blur.any()):
-        v = torch.where(blur, _gaussian_blur(v, sigma.to(dev, dt), radius), v)
-    add = ((u >= blur_p) & (u < blur_p + noise_p)).float() * noise_std
-    v = v + noise.to(dev, dt) * add.view(shape).to(dev, dt)
-    return v.clamp(0, 1)
-
-
 # ----------------------------------------------------------------------------- model, loss
 class SimCLRNet:
     """Factory for the SimCLR network: backbone -> global average pool -> projection MLP."""
@@ -494,7 +399,7 @@ def ssl_pretrain_backbone(
     proj_dim
         Output size of the projection head (thrown away after training).
     min_scale
-        Smallest crop area of :func:`augment_views`.
+        Smallest crop area of the views (:func:`mammolens.data.augment.view_augment`).
     seed
         Seeds the projection head's initialisation, the batch order and the views.
     max_steps
@@ -508,6 +413,8 @@ def ssl_pretrain_backbone(
         ``model`` holds the trained :class:`SimCLRNet` (its ``backbone`` is ``backbone``).
     """
     import torch
+
+    from mammolens.data.augment import view_augment
 
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -541,6 +448,7 @@ def ssl_pretrain_backbone(
         return 0.5 * (1 + math.cos(math.pi * min(s - warm, total - warm) / max(1, total - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    views = view_augment(min_scale=min_scale)
     epoch_info: dict[str, float] = {}
 
     def batches(epoch: int) -> Iterator[torch.Tensor]:
@@ -556,7 +464,7 @@ def ssl_pretrain_backbone(
 
     def step(x: torch.Tensor) -> StepOutput:
         b = x.shape[0]
-        v1, v2 = augment_views(x, gen, min_scale=min_scale), augment_views(x, gen, min_scale=min_scale)
+        (v1, _), (v2, _) = views(x, generator=gen), views(x, generator=gen)  # two draws of one pipeline
         # both views in one forward pass: BatchNorm sees one batch of 2B, as in SimCLR
         z = net(torch.cat([v1, v2]))
         loss, acc = nt_xent(z[:b], z[b:], temperature=temperature)
