@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mammolens.data.augment import view_augment  # noqa: E402
 from mammolens.errors import ConfigError, LeakageError  # noqa: E402
 from mammolens.models import build_backbone, create_model  # noqa: E402
-from mammolens.data.augment import view_augment  # noqa: E402
 from mammolens.train import ssl_pretrain as ssl  # noqa: E402
 from mammolens.train.patch_pretrain import breast_region  # noqa: E402
 from mammolens.train.ssl_pretrain import (  # noqa: E402

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammolens.models.backbone import build_backbone
-from mammolens.models.weights import WeightsFile, is_imagenet, is_none, read_weights_file
 from mammolens.models.pooling import GatedAttentionPool, lse_pool
+from mammolens.models.weights import WeightsFile, is_imagenet, is_none, read_weights_file
 
 
 class _MammoNet(nn.Module):
