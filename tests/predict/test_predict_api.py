@@ -209,6 +209,10 @@ def test_predict_arrays_for_the_service(toy_run):
     assert res[0].maps["localization"].shape == tuple(p.image_size)
     with pytest.raises(ValueError):
         p.predict_arrays([np.zeros((10, 10))])
+    bad = imgs[0].astype(np.float32).copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        p.predict_arrays([imgs[1], bad])
     assert p.describe()["model"] == "attention_tiny"
 
 
