@@ -115,7 +115,7 @@ class PatchStageConfig(_Section):
 
 class HeadStageConfig(_Section):
     """The heads stage, run by ``train`` after the patch stage: the heads are fitted on
-    the frozen backbone's features, computed once (:mod:`mammolens.train.head_stage`).
+    the frozen backbone's features, computed once (:mod:`mammolens.train.heads`).
     ``train.max_epochs: 0`` then skips the whole-image stage."""
 
     enabled: bool = False

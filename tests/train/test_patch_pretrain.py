@@ -14,7 +14,7 @@ from mammolens.train.patch_pretrain import (  # noqa: E402
     PATCH_MALIGNANT,
     breast_region,
     patch_pretrain,
-    pretrain_backbone,
+    patch_pretrain_backbone,
     sample_patches,
 )
 
@@ -98,7 +98,7 @@ def test_training_reduces_loss_and_weights_load_into_model(tmp_path) -> None:
     torch.set_num_threads(1)
     try:
         bb = build_backbone("tiny", tiny_width=8)
-        res = pretrain_backbone(bb, ps, epochs=3, batch_size=32, lr=3e-3, augment=False, seed=0)
+        res = patch_pretrain_backbone(bb, ps, epochs=3, batch_size=32, lr=3e-3, augment=False, seed=0)
     finally:
         torch.set_num_threads(threads)
     losses = [h["loss"] for h in res.history]
@@ -124,7 +124,7 @@ def test_empty_patch_set_is_an_error() -> None:
     ps = sample_patches(imgs, masks, ids, exclude=ids)
     assert len(ps) == 0
     with pytest.raises(ConfigError):
-        pretrain_backbone(build_backbone("tiny", tiny_width=4), ps)
+        patch_pretrain_backbone(build_backbone("tiny", tiny_width=4), ps)
 
 
 @pytest.mark.parametrize("classes", [2, 3])

@@ -201,7 +201,7 @@ def test_frozen_backbone_keeps_its_weights(toy, tmp_path, run2, freeze):
     manifest, cache = toy
     init = tmp_path / "init.pt"
     from mammolens.models import create_model
-    from mammolens.train.patch_pretrain import save_backbone_weights
+    from mammolens.models.backbone import save_backbone_weights
 
     torch.manual_seed(3)
     save_backbone_weights(create_model("attention_tiny", tiny_width=8).backbone, init)

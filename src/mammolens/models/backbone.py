@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,11 +49,13 @@ from mammolens.models.weights import (
     normalization,
     read_weights_file,
     timm_normalization,
+    write_weights_file,
 )
 
 __all__ = [
     "ARCHS", "GRAY_MEAN", "GRAY_STD", "Backbone", "PretrainedWeightsError", "TimmBackbone",
     "backbone_state_for_export", "build_backbone", "imagenet_cache_path", "is_known_arch", "load_pretrained",
+    "save_backbone_weights",
 ]
 
 ARCHS = (*RESNETS, "tiny", *EFFICIENTNET_LITE)
@@ -280,6 +283,22 @@ def backbone_state_for_export(bb: nn.Module) -> dict[str, torch.Tensor]:
         return dict(bb.net.state_dict())
     names = _to_torchvision_names(bb)
     return {names[k]: v for k, v in bb.state_dict().items()}
+
+
+def save_backbone_weights(
+    backbone: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, head: nn.Module | None = None
+) -> Path:
+    """Save ``backbone``'s weights with loadable key names (:func:`backbone_state_for_export`)
+    in the weights-file format (:func:`mammolens.models.weights.write_weights_file`).
+
+    With ``head`` (the patch classifier's linear layer) the file also holds
+    ``"patch_head"``, from which the attention model initialises its localisation head
+    (Shen et al.'s patch-to-image transfer: the whole-image model starts as the patch
+    detector).
+    """
+    sd = backbone_state_for_export(backbone) if isinstance(backbone, Backbone | TimmBackbone) else backbone.state_dict()
+    patch_head = None if head is None else {"weight": head.weight, "bias": head.bias}
+    return write_weights_file(path, sd, meta=meta, patch_head=patch_head)
 
 
 # -- timm backbones (EfficientNet-Lite with offline weights, any timm model by name) ------

@@ -284,6 +284,28 @@ def read_weights_file(path: str | Path) -> WeightsFile:
     return WeightsFile(p, unwrap_state_dict(raw, p), head)
 
 
+def write_weights_file(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    meta: dict | None = None,
+    patch_head: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a weights file that :func:`read_weights_file` (and ``create_model(name,
+    pretrained=path)``) reads: ``{"state_dict": {...}, "meta": {...}}`` plus, from the patch
+    stage, ``"patch_head": {"weight", "bias"}``. Written to a temporary file first, then
+    renamed, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob: dict = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": dict(meta or {})}
+    if patch_head is not None:
+        blob["patch_head"] = {k: patch_head[k].detach().cpu().clone() for k in ("weight", "bias")}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
 def is_none(spec: str | Path | None) -> bool:
     return spec is None or str(spec).strip().lower() in ("none", "", "false", "scratch")
 

@@ -266,8 +266,8 @@ def _patch_stage(cfg: Config, df: pd.DataFrame, cache_obj: Any, run: Path, mhash
 
 def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.DataFrame, cache_obj: Any,
                  pos_weight: float | None, accelerator: str, *, progress: bool) -> dict[str, Any]:
-    """Fit the heads on the frozen backbone's features (:mod:`mammolens.train.head_stage`)."""
-    from mammolens.train.head_stage import fit_heads
+    """Fit the heads on the frozen backbone's features (:mod:`mammolens.train.heads`)."""
+    from mammolens.train.heads import fit_heads
 
     def items(d: pd.DataFrame) -> list[tuple[Any, Any, int]]:
         out = []

@@ -97,7 +97,7 @@ class PatchSet:
 
 @dataclass
 class PatchPretrainResult:
-    """What :func:`pretrain_backbone` / :func:`patch_pretrain` did.
+    """What :func:`patch_pretrain_backbone` / :func:`patch_pretrain` did.
 
     ``history`` holds one dict per epoch (``epoch, loss, accuracy``, and ``val_loss,
     val_accuracy`` when a validation set was given).
@@ -308,7 +308,7 @@ class PatchClassifier:
         return _Net()
 
 
-def pretrain_backbone(
+def patch_pretrain_backbone(
     backbone: nn.Module,
     patches: PatchSet,
     *,
@@ -433,33 +433,6 @@ def evaluate_patches(net: nn.Module, val: PatchSet, *, device: str = "cpu", weig
     return {"val_loss": tot / max(1, len(val)), "val_accuracy": ok / max(1, len(val))}
 
 
-def save_backbone_weights(
-    backbone: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, head: nn.Module | None = None
-) -> Path:
-    """Save ``backbone``'s weights with torchvision key names, loadable by ``create_model(..., pretrained=path)``.
-
-    The file is ``{"state_dict": {...}, "meta": {...}}`` (``torch.save``); the model
-    loader unwraps ``state_dict``. With ``head`` (the patch classifier's linear layer) it
-    also holds ``"patch_head": {"weight", "bias"}``, from which the attention model
-    initialises its localisation head (Shen et al.'s patch-to-image transfer: the
-    whole-image model starts as the patch detector).
-    """
-    import torch
-
-    from mammolens.models.backbone import Backbone, TimmBackbone, backbone_state_for_export
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = backbone_state_for_export(backbone) if isinstance(backbone, Backbone | TimmBackbone) else backbone.state_dict()
-    blob: dict[str, Any] = {"state_dict": {k: v.detach().cpu() for k, v in sd.items()}, "meta": dict(meta or {})}
-    if head is not None:
-        blob["patch_head"] = {"weight": head.weight.detach().cpu().clone(), "bias": head.bias.detach().cpu().clone()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
-
-
 def patch_pretrain(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None],
@@ -499,9 +472,9 @@ def patch_pretrain(
         Held-out image ids: never sampled (a :class:`~mammolens.errors.LeakageError` is
         raised if a patch from one of them slipped through).
 
-    Other parameters are those of :func:`sample_patches` and :func:`pretrain_backbone`.
+    Other parameters are those of :func:`sample_patches` and :func:`patch_pretrain_backbone`.
     """
-    from mammolens.models.backbone import build_backbone
+    from mammolens.models.backbone import build_backbone, save_backbone_weights
 
     excluded = {str(e) for e in exclude}
     ps = sample_patches(
@@ -515,7 +488,7 @@ def patch_pretrain(
 
     torch.manual_seed(seed)  # the backbone's random initial weights are part of the run: seed them too
     bb = build_backbone(arch, pretrained=init, tiny_width=tiny_width)
-    res = pretrain_backbone(
+    res = patch_pretrain_backbone(
         bb, ps, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
         device=device, max_steps=max_steps, progress=progress, freeze=freeze,
     )

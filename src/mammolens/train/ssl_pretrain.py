@@ -35,7 +35,7 @@ Method
   retrieval accuracy within the batch (chance ``1 / (2B - 1)``).
 
 Output: a weights file in the format of
-:func:`mammolens.train.patch_pretrain.save_backbone_weights` **without** ``patch_head``
+:func:`mammolens.models.backbone.save_backbone_weights` **without** ``patch_head``
 (there is no classifier), so ``create_model("attention_resnet18", pretrained=PATH)``
 loads the backbone and leaves the localisation head at its default initialisation. The
 file can also be the ``init`` of :func:`mammolens.train.patch_pretrain.patch_pretrain`
@@ -88,7 +88,7 @@ MIN_PATCH = 16
 
 
 @dataclass
-class SSLResult:
+class SSLPretrainResult:
     """What :func:`ssl_pretrain_backbone` / :func:`ssl_pretrain` did.
 
     ``history`` holds one dict per epoch: ``epoch, loss, accuracy`` (top-1 retrieval of
@@ -375,7 +375,7 @@ def ssl_pretrain_backbone(
     device: str = "cpu",
     max_steps: int | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
-) -> SSLResult:
+) -> SSLPretrainResult:
     """Train ``backbone`` in place with SimCLR on unlabeled patches.
 
     Parameters
@@ -409,7 +409,7 @@ def ssl_pretrain_backbone(
 
     Returns
     -------
-    SSLResult
+    SSLPretrainResult
         ``model`` holds the trained :class:`SimCLRNet` (its ``backbone`` is ``backbone``).
     """
     import torch
@@ -480,7 +480,7 @@ def ssl_pretrain_backbone(
 
     res = run_epochs(net, epochs=epochs, batches=batches, step=step, optimizer=opt, scheduler=sched, max_steps=max_steps,
                      end_epoch=end_epoch, on_epoch=progress, stage="SimCLR")
-    return SSLResult(n, res.history, time.time() - t0, None, str(getattr(backbone, "arch", "")), 0, net)
+    return SSLPretrainResult(n, res.history, time.time() - t0, None, str(getattr(backbone, "arch", "")), 0, net)
 
 
 def ssl_pretrain(
@@ -507,7 +507,7 @@ def ssl_pretrain(
     device: str = "cpu",
     max_steps: int | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
-) -> SSLResult:
+) -> SSLPretrainResult:
     """Sample unlabeled breast patches, pretrain a backbone with SimCLR, save its weights.
 
     Parameters
@@ -517,7 +517,7 @@ def ssl_pretrain(
         masks are needed.
     out
         Weights file to write (``.pt``), in the format of
-        :func:`mammolens.train.patch_pretrain.save_backbone_weights` without a patch head,
+        :func:`mammolens.models.backbone.save_backbone_weights` without a patch head,
         for ``create_model(name, pretrained=out)``, ``build_backbone(arch,
         pretrained=out)`` or ``patch_pretrain(..., init=out)``.
     arch, tiny_width, init
@@ -538,11 +538,10 @@ def ssl_pretrain(
 
     Returns
     -------
-    SSLResult
+    SSLPretrainResult
         With ``path`` (the written file) and ``n_images`` (images that gave patches).
     """
-    from mammolens.models.backbone import build_backbone
-    from mammolens.train.patch_pretrain import save_backbone_weights
+    from mammolens.models.backbone import build_backbone, save_backbone_weights
 
     excluded = {str(e) for e in exclude}
     sampler = _PatchSampler(

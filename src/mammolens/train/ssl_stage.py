@@ -7,7 +7,7 @@ scale the whole-image model sees -- and calls
 :func:`mammolens.train.ssl_pretrain.ssl_pretrain`. Every other image of the manifest is
 never loaded and is passed as ``exclude``, so a held-out image can never give a patch.
 Selection, cache loading and QC are shared with ``pretrain-patches``
-(:func:`mammolens.train.patch_stage.select_cached_images`).
+(:func:`mammolens.train.cached_images.select_cached_images`).
 
 Outputs (``OUT`` is the weights file):
 
@@ -41,13 +41,13 @@ import pandas as pd
 from mammolens import __version__
 from mammolens.errors import ConfigError
 from mammolens.jsonio import write_json
-from mammolens.train.loop import resolve_device
-from mammolens.train.patch_stage import (
-    _settings_dict,
+from mammolens.train.cached_images import (
     check_weights_path,
     follow_up_command,
+    preprocess_settings,
     select_cached_images,
 )
+from mammolens.train.loop import resolve_device
 
 STAGE = "pretrain-ssl"
 
@@ -221,7 +221,7 @@ def pretrain_ssl_from_cache(
         "manifest": mname,
         "manifest_hash": sel.manifest_hash,
         "cache": sel.cache_root,
-        "preprocess": _settings_dict(sel.cache),
+        "preprocess": preprocess_settings(sel.cache),
         "mammolens_version": __version__,
         "torch_version": str(torch.__version__),
         "image_ids_used": ids,

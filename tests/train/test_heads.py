@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mammolens.models import create_model  # noqa: E402
-from mammolens.train import head_stage  # noqa: E402
-from mammolens.train.head_stage import fit_heads  # noqa: E402
+from mammolens.train import heads  # noqa: E402
+from mammolens.train.heads import fit_heads  # noqa: E402
 
 
 def _items(n: int, seed: int):
@@ -38,7 +38,7 @@ def test_heads_learn_a_planted_lesion_and_leave_the_backbone(monkeypatch):
 
 
 def test_features_are_computed_once_per_image_across_calls(monkeypatch):
-    monkeypatch.setattr(head_stage, "_MEMO", head_stage.FeatureMemo())
+    monkeypatch.setattr(heads, "_MEMO", heads.FeatureMemo())
     torch.manual_seed(0)
     m = create_model("attention_tiny", pretrained="none", tiny_width=4)
     calls = {"n": 0}
@@ -59,7 +59,7 @@ def test_features_are_computed_once_per_image_across_calls(monkeypatch):
     # another backbone (a different fingerprint) computes its own
     torch.manual_seed(1)
     m2 = create_model("attention_tiny", pretrained="none", tiny_width=4)
-    assert head_stage.backbone_fingerprint(m2.backbone) != head_stage.backbone_fingerprint(m.backbone)
+    assert heads.backbone_fingerprint(m2.backbone) != heads.backbone_fingerprint(m.backbone)
 
 
 def test_select_last_runs_every_epoch_and_keeps_the_last():
@@ -100,7 +100,7 @@ def test_features_in_channels_last_equal_the_nchw_forward():
     torch.manual_seed(0)
     m = create_model("attention_efficientnet_lite0", pretrained="none").eval()
     items = _items(2, 3)
-    feats = head_stage._features(m, items, flip=True, device="cpu", progress=None)
+    feats = heads._features(m, items, flip=True, device="cpu", progress=None)
     with torch.inference_mode():
         x = torch.from_numpy(items[1][0])[None, None]
         ref = m.forward_features(torch.cat([x, torch.flip(x, dims=[-2])]))
@@ -111,7 +111,7 @@ def test_features_in_channels_last_equal_the_nchw_forward():
 
 
 def test_feature_memo_counts_its_bytes_as_it_goes_and_stops_when_full():
-    memo = head_stage.FeatureMemo(max_bytes=3000)
+    memo = heads.FeatureMemo(max_bytes=3000)
     a, b = torch.zeros(1, 4, 8, 8, dtype=torch.float16), torch.zeros(1, 8, 4, 4, dtype=torch.float16)
     per = (a.numel() + b.numel()) * 2
     memo.put(("fp", "i0", False), a, b)
@@ -126,9 +126,9 @@ def test_feature_memo_counts_its_bytes_as_it_goes_and_stops_when_full():
 
 
 def test_a_full_memo_stores_no_more_features(monkeypatch):
-    monkeypatch.setattr(head_stage, "_MEMO", head_stage.FeatureMemo(max_bytes=1))
+    monkeypatch.setattr(heads, "_MEMO", heads.FeatureMemo(max_bytes=1))
     torch.manual_seed(0)
     m = create_model("attention_tiny", pretrained="none", tiny_width=4)
     tr = _items(4, 0)
     fit_heads(m, tr, [], epochs=1, train_keys=[f"k{i}" for i in range(4)], flip=False)
-    assert len(head_stage._MEMO) == 1  # the first image filled it
+    assert len(heads._MEMO) == 1  # the first image filled it

@@ -101,7 +101,7 @@ def backbone_fingerprint(backbone: torch.nn.Module) -> str:
 
 
 @dataclass
-class HeadStageResult:
+class HeadsResult:
     """What :func:`fit_heads` did: epochs run, best epoch and validation AUC, history."""
 
     epochs_run: int
@@ -192,7 +192,7 @@ def fit_heads(
     train_keys: Sequence[str] | None = None,
     val_keys: Sequence[str] | None = None,
     select: str = "best_val",
-) -> HeadStageResult:
+) -> HeadsResult:
     """Train ``model``'s heads in place on its frozen backbone's features.
 
     Parameters
@@ -275,7 +275,7 @@ def fit_heads(
         keep="last" if select == "last" else "best", monitor="val_auc", patience=patience,
         snapshot=heads_state, restore=lambda state: model.load_state_dict(state, strict=False), stage="heads stage",
     )
-    return HeadStageResult(
+    return HeadsResult(
         epochs_run=res.epochs_run, best_epoch=res.best_epoch, best_val_auc=res.best_score,
         seconds=time.perf_counter() - t0, seconds_features=t_feat, history=res.history,
     )
