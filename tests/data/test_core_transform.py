@@ -40,6 +40,24 @@ def test_array_warp_puts_blob_back_in_place(flipped):
     assert back[:20].max() == 0 and back[:, :50].max() == 0  # outside the crop
 
 
+@pytest.mark.parametrize("flipped", [False, True])
+def test_inverse_onto_a_shrunk_original_equals_inverse_then_shrink(flipped):
+    import cv2
+
+    tf = _tf(flipped)
+    orig = np.zeros((300, 200), np.float32)
+    orig[100:140, 150:180] = 1.0
+    cache = tf.forward_array(orig)
+    direct = tf.inverse_array(cache, shape=(150, 100))
+    via_full = cv2.resize(tf.inverse_array(cache), (100, 150), interpolation=cv2.INTER_AREA)
+    assert direct.shape == (150, 100)
+    assert np.abs(direct - via_full).mean() < 0.02
+    y, x = np.unravel_index(np.argmax(direct), direct.shape)
+    assert 50 <= y < 70 and 75 <= x < 90  # the blob, at half scale
+    assert direct[:10].max() == 0 and direct[:, :25].max() == 0  # outside the crop, scaled
+    np.testing.assert_array_equal(tf.inverse_array(cache, shape=(300, 200)), tf.inverse_array(cache))
+
+
 def test_json_round_trip_and_shape_checks():
     tf = _tf(True)
     assert Transform.from_json(tf.to_json()) == tf

@@ -25,7 +25,9 @@ def save_heatmaps(path: str | Path, maps: dict[str, np.ndarray], transform: Tran
     for k, v in arrays.items():
         if v.shape != (transform.out_h, transform.out_w):
             raise ValueError(f"heatmap {k!r} has shape {v.shape}, expected {(transform.out_h, transform.out_w)}")
-    np.savez_compressed(path, transform=np.array(transform.to_json()), **arrays)
+    # uncompressed: float maps barely compress (5.7 of 6.8 MB at 1024x832) and deflate cost
+    # ~230 ms of CPU per image, on the same cores as the model during predict
+    np.savez(path, transform=np.array(transform.to_json()), **arrays)
     return path
 
 

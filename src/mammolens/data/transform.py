@@ -100,8 +100,15 @@ class Transform:
         out[self.pad_top : self.pad_top + self.resized_h, self.pad_left : self.pad_left + self.resized_w] = r
         return out.astype(a.dtype) if a.dtype == bool else out
 
-    def inverse_array(self, arr: np.ndarray, *, interpolation: str = "linear", fill: float = 0.0) -> np.ndarray:
-        """Warp an array in cache geometry (e.g. a heatmap) back onto the original image."""
+    def inverse_array(
+        self, arr: np.ndarray, *, interpolation: str = "linear", fill: float = 0.0, shape: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Warp an array in cache geometry (e.g. a heatmap) back onto the original image.
+
+        ``shape=(h, w)`` gives the original image's geometry scaled to that size (an overlay
+        drawn on a shrunk original): the map is resized once, straight to it, instead of
+        to a full-field original (13.6 MP, ~200 ms) and then down again.
+        """
         import cv2
 
         a = np.asarray(arr, dtype=np.float32)
@@ -109,11 +116,17 @@ class Transform:
             raise ValueError(f"array shape {a.shape[:2]} != cache shape {(self.out_h, self.out_w)}")
         a = a[self.pad_top : self.pad_top + self.resized_h, self.pad_left : self.pad_left + self.resized_w]
         interp = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}[interpolation]
-        r = cv2.resize(np.ascontiguousarray(a), (self.crop_w, self.crop_h), interpolation=interp)
+        oh, ow = (self.orig_h, self.orig_w) if shape is None else (int(shape[0]), int(shape[1]))
+        sy, sx = oh / self.orig_h, ow / self.orig_w
+        y0, y1 = int(round(self.crop_y0 * sy)), int(round(self.crop_y1 * sy))
+        x0, x1 = int(round(self.crop_x0 * sx)), int(round(self.crop_x1 * sx))
+        out = np.full((oh, ow), fill, dtype=np.float32)
+        if y1 <= y0 or x1 <= x0:
+            return out
+        r = cv2.resize(np.ascontiguousarray(a), (x1 - x0, y1 - y0), interpolation=interp)
         if self.flipped:
             r = r[:, ::-1]
-        out = np.full((self.orig_h, self.orig_w), fill, dtype=np.float32)
-        out[self.crop_y0 : self.crop_y1, self.crop_x0 : self.crop_x1] = r
+        out[y0:y1, x0:x1] = r
         return out
 
     # -- serialisation --------------------------------------------------------------

@@ -271,7 +271,6 @@ def _write_outputs(
     top_k: int,
 ) -> tuple[str, str, list[dict[str, Any]]]:
     """Save one image's heatmaps (.npz), overlay (.png) and top regions (runs in the writer thread)."""
-    import cv2
 
     from mammolens.data.heatmap_io import save_heatmaps, top_regions
     from mammolens.explain.heatmaps import overlay_png
@@ -280,11 +279,12 @@ def _write_outputs(
     heat = str(save_heatmaps(hdir / f"{name}.npz", maps, tf))
     used = kind if kind in maps else "localization"
     hm = maps[used]
-    hm_img = tf.inverse_array(hm)
     if base is not None and base.shape != (tf.orig_h, tf.orig_w):
-        # the decoder shrank the original as overlay_png would: shrink the map alike
-        hm_img = cv2.resize(np.asarray(hm_img, dtype=np.float32), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
+        # the decoder shrank the original as overlay_png would: map the heatmap straight
+        # onto that size (not onto the full-field original and down again)
+        hm_img = tf.inverse_array(hm, shape=base.shape)
     else:
+        hm_img = tf.inverse_array(hm)
         base = _overlay_base(predictor, item, img, tf, base)
     over = str(overlay_png(hdir / f"{name}.png", base, hm_img, max_side=max_side))
     regions = [{"image_id": item.image_id, **reg, "kind": used} for reg in top_regions(hm, top_k, transform=tf)]
