@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed
 # the demo needs the package only: no test tools, browsers or deployment runtimes
 STAMP_RUN := $(VENV)/.installed-run
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
+# The demo's install skips pip's byte-compilation of every installed module (~15,000
+# files, most never imported by the demo: a minute or more of CPU on a 2-core machine);
+# Python compiles the modules the demo imports on first use and caches them.
+PIP_RUN := $(PIP) --no-compile
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -16,7 +20,7 @@ venv: $(STAMP)
 
 $(STAMP_RUN): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e .
+	$(PIP_RUN) -e .
 	touch $(STAMP_RUN)
 
 $(STAMP): $(STAMP_RUN)

@@ -32,6 +32,7 @@ def test_export_round_trip(run, tmp_path, fmt):
     rec = export_run(run, fmt, out, operating_point=0.42)
     disk = read_export(out)
     assert disk["format"] == fmt and (out / disk["file"]).is_file()
+    assert disk["precision"] == "fp32" and disk["quantization"] is None  # int8 only when asked for
     assert disk["input"]["shape"] == ["batch", 1, *SIZE] and disk["preprocess"]["size"] == list(SIZE)
     assert disk["operating_point"]["threshold"] == 0.42 and disk["operating_point"]["level"] == "exam"
     assert disk["check"]["passed"] and rec["check"]["max_abs_diff"]["score"] <= 1e-4

@@ -28,6 +28,9 @@ def export(
     operating_point: float | None = typer.Option(None, "--operating-point", help="Decision threshold on the probability to record."),
     evaluation: Path | None = typer.Option(None, "--evaluation", help="`mammolens evaluate` output: record its validation-chosen operating point."),
     level: Level = typer.Option(Level.exam, "--level", help="Level the operating point applies to."),
+    int8: bool = typer.Option(False, "--int8", help="Post-training int8 quantisation (NNCF for openvino, ONNX Runtime for onnx); checked against float32 at looser tolerances. Off by default."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="--int8: cache folder (`mammolens preprocess` at the run's size) of calibration images; default the run's training cache."),
+    calibration_size: int | None = typer.Option(None, "--calibration-size", min=1, help="--int8: calibration images (default 128)."),
     json_out: bool = typer.Option(False, "--json", help="Print the export record as JSON to stdout."),
 ) -> None:
     """Export a trained model for deployment: the graph, its preprocessing settings and operating point.
@@ -39,18 +42,21 @@ def export(
     Example:
 
         mammolens export runs/attention --format onnx --out deploy/attention --evaluation evaluation/
+
+        mammolens export runs/attention --format openvino --int8 --calibration cache/ --out deploy/attention_int8
     """
     from mammolens.predict.export import export_run
 
     with cli_errors():
-        rec = export_run(run, fmt.value, out, operating_point=operating_point, evaluation=evaluation, level=level.value)
+        rec = export_run(run, fmt.value, out, operating_point=operating_point, evaluation=evaluation, level=level.value,
+                         int8=int8, calibration=calibration, calibration_size=calibration_size)
     if json_out:
         emit_json(rec)
     else:
         d = rec["check"]["max_abs_diff"]
         op = rec["operating_point"]
         console.print(
-            f"export: {rec['model']} -> {Path(rec['out']) / rec['file']} ({rec['format']}; max difference to PyTorch: "
+            f"export: {rec['model']} -> {Path(rec['out']) / rec['file']} ({rec['format']} {rec['precision']}; max difference to PyTorch: "
             f"score {d['score']:.1e}, heatmap {d['localization_map']:.1e}; operating point "
             f"{'not recorded' if op is None else format(op['threshold'], '.4g') + ' (' + op['level'] + ')'})"
         )

@@ -65,6 +65,29 @@ def _threads() -> int:
     return max(1, int(torch.get_num_threads()))
 
 
+def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
+    """Keep freed large blocks in the process's heap instead of returning them to the kernel.
+
+    glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
+    ``mmap`` and gives it back with ``munmap`` when freed. A forward pass at 1024x832
+    allocates gigabytes of such activation tensors, so without this the kernel faults in
+    and zeroes every page of them again on every pass: system time that grows with the
+    batch (bench/bench_batching.py). With ``M_MMAP_MAX = 0`` and a high
+    ``M_TRIM_THRESHOLD`` the blocks stay in the heap and the next pass reuses them; the
+    resident memory then stays at the peak of one batch (it does not grow with the number
+    of batches). Process-wide; a no-op returning ``False`` off glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+
+
 class _Outputs(torch.nn.Module):
     """The model restricted to :data:`OUTPUT_NAMES`, returned as a tuple (export-friendly)."""
 

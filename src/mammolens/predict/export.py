@@ -116,6 +116,9 @@ def export_run(
     evaluation: str | Path | None = None,
     level: str = "exam",
     max_batch: int = 8,
+    int8: bool = False,
+    calibration: str | Path | None = None,
+    calibration_size: int | None = None,
 ) -> dict[str, Any]:
     """Export a trained run to ``out`` (see the module docstring); return the export record.
 
@@ -136,6 +139,14 @@ def export_run(
         ``image``, ``breast`` or ``exam``: the level the operating point applies to.
     max_batch
         Triton's ``max_batch_size`` (the graph itself takes any batch).
+    int8
+        Post-training int8 quantisation (:mod:`mammolens.predict.quantize`; an option,
+        never the default). The check then compares with the float32 model on images
+        of the calibration source held out of calibration, at the looser int8 tolerances.
+    calibration
+        Cache folder of calibration images (default: the run's training cache).
+    calibration_size
+        Calibration images (default :data:`~mammolens.predict.quantize.CALIBRATION_IMAGES`).
     """
     import torch
 
@@ -156,6 +167,23 @@ def export_run(
     assert model is not None
     model = model.float().cpu().eval().to(memory_format=torch.contiguous_format)
     h, w = pred.image_size
+    # calibration images first: a bad --calibration leaves an earlier export untouched
+    quant: dict[str, Any] | None = None
+    x_check = None
+    if int8:
+        from mammolens.predict import quantize as qz
+
+        n_cal = int(calibration_size or qz.CALIBRATION_IMAGES)
+        if n_cal < 1:
+            raise ConfigError(f"calibration size must be >= 1, got {n_cal}")
+        imgs, src = qz.calibration_images((h, w), calibration, run_meta=pred.meta, n=n_cal + qz.CHECK_IMAGES)
+        if len(imgs) >= 2 * qz.CHECK_IMAGES:  # check on images the quantiser has not seen
+            x_check, imgs = imgs[-qz.CHECK_IMAGES :], imgs[: -qz.CHECK_IMAGES]
+            check_on = f"{len(x_check)} cached images held out of calibration"
+        else:
+            x_check = imgs
+            check_on = f"the {len(imgs)} calibration images (too few to hold some out)"
+        quant = {"precision": "int8", "calibration": {**src, "images": int(len(imgs))}, "check_on": check_on}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     version_dir = out / "1"
@@ -164,7 +192,14 @@ def export_run(
     version_dir.mkdir()
     with tempfile.TemporaryDirectory(prefix="mammolens-export-") as td:
         onnx_tmp = export_onnx(model, Path(td) / "model.onnx", (h, w))
-        if fmt == "onnx":
+        if int8 and quant is not None:
+            from mammolens.predict import quantize as qz
+
+            if fmt == "onnx":
+                quant.update(qz.quantize_onnx(onnx_tmp, version_dir / "model.onnx", imgs))
+            else:
+                quant.update(qz.quantize_openvino(onnx_tmp, version_dir / "model.xml", imgs))
+        elif fmt == "onnx":
             shutil.move(str(onnx_tmp), version_dir / "model.onnx")
         else:
             try:
@@ -176,17 +211,23 @@ def export_run(
 
     # the check: the runtime, loaded from the written files, against PyTorch
     be = _runtime(fmt, model_file)
-    x = _check_images(h, w)
+    x = _check_images(h, w) if x_check is None else x_check
     with torch.inference_mode():
         ref = {k: v.float().numpy() for k, v in model(torch.from_numpy(x)).items()}
     got = be(x)
     diff = compare_outputs(got, ref)
-    ok = diff["score"] <= SCORE_TOL and diff["localization_map"] <= HEATMAP_TOL
+    if int8:
+        from mammolens.predict.quantize import INT8_HEATMAP_TOL, INT8_SCORE_TOL
+
+        score_tol, heatmap_tol = INT8_SCORE_TOL, INT8_HEATMAP_TOL
+    else:
+        score_tol, heatmap_tol = SCORE_TOL, HEATMAP_TOL
+    ok = diff["score"] <= score_tol and diff["localization_map"] <= heatmap_tol
     if not ok:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise CheckpointError(
-            f"{run}: the {fmt} export does not reproduce the PyTorch model (max score difference {diff['score']:.2e} > {SCORE_TOL:g} "
-            f"or heatmap difference {diff['localization_map']:.2e} > {HEATMAP_TOL:g}); nothing written"
+            f"{run}: the {fmt}{' int8' if int8 else ''} export does not reproduce the PyTorch model (max score difference "
+            f"{diff['score']:.2e} > {score_tol:g} or heatmap difference {diff['localization_map']:.2e} > {heatmap_tol:g}); nothing written"
         )
     gh, gw = ref["localization"].shape[-2:]
     (out / "config.pbtxt").write_text(_triton_config(fmt, out.name or "mammolens", h, w, gh, gw, max_batch), encoding="utf-8")
@@ -196,6 +237,8 @@ def export_run(
         "file": str(model_file.relative_to(out)),
         "sha256": _sha256(model_file),
         "model": pred.name,
+        "precision": "int8" if int8 else "fp32",
+        "quantization": quant,
         "input": {
             "name": "image",
             "dtype": "float32",
@@ -222,8 +265,8 @@ def export_run(
             "trained_with": pred.meta.get("version"),
         },
         "exported_with": {"mammolens": __version__, "torch": str(torch.__version__), "runtime": _runtime_version(fmt)},
-        "check": {"max_abs_diff": diff, "tolerance": {"score": SCORE_TOL, "localization_map": HEATMAP_TOL},
-                  "inputs": f"{x.shape[0]} synthetic images of {h}x{w}", "passed": True},
+        "check": {"max_abs_diff": diff, "tolerance": {"score": score_tol, "localization_map": heatmap_tol},
+                  "inputs": quant["check_on"] if quant else f"{x.shape[0]} synthetic images of {h}x{w}", "passed": True},
         "seconds": round(time.perf_counter() - t0, 2),
     }
     (out / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
