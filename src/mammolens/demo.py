@@ -407,17 +407,26 @@ def run_demo(
 
     # 8. predict -------------------------------------------------------------------------
     def do_predict() -> tuple[list[Path], dict[str, Any]]:
+        import torch
+
         from mammolens.predict import predict
 
         # validation (to choose the operating point) and test images only
         df = read_manifest(man_split, resolve_paths=False)
         write_manifest(df[df["split"].isin(["val", "test"])], man_eval)
         outs = []
-        for kind, run in runs.items():
-            preds[kind].parent.mkdir(parents=True, exist_ok=True)
-            predict(run, man_eval, preds[kind], heatmaps_dir=out / "heatmaps" / kind, cache=cache_dir,
-                    device="cpu", progress=progress)
-            outs.append(preds[kind])
+        # one torch thread, as in training: the scores (hence the figures) do not depend on
+        # how many cores the machine has (a sum split over threads rounds differently)
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for kind, run in runs.items():
+                preds[kind].parent.mkdir(parents=True, exist_ok=True)
+                predict(run, man_eval, preds[kind], heatmaps_dir=out / "heatmaps" / kind, cache=cache_dir,
+                        device="cpu", progress=progress)
+                outs.append(preds[kind])
+        finally:
+            torch.set_num_threads(n_threads)
         return outs, {}
 
     stage(8, "predict", do_predict)
