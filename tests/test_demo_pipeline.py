@@ -68,3 +68,19 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     again = run_demo(out, **kw)
     assert again.skipped == list(STAGES)  # the rerun resumes: nothing is redone
     assert again.seconds < 30
+
+
+def test_second_training_process_reports_failure_with_the_stage(tmp_path: Path) -> None:
+    """The baseline trains in a child process: its failure reaches the parent as a DemoError naming the model and the cause."""
+    import pytest
+
+    from mammolens.demo import DemoError, _TrainProcess
+
+    side = _TrainProcess(kind="baseline", params={"seed": 0}, overrides={"train.seed": 0}, manifest=tmp_path / "missing.csv",
+                         cache=tmp_path / "no_cache", run=tmp_path / "runs" / "baseline", config="tiny")
+    try:
+        with pytest.raises(DemoError, match=r"training the baseline model failed: .*missing\.csv"):
+            side.wait()
+    finally:
+        side.stop()
+    assert not (tmp_path / "runs" / "baseline.result.json").exists()
