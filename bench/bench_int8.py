@@ -43,7 +43,7 @@ def time_fn(fn, x, repeats: int) -> dict:
     return {"batch": int(x.shape[0]), "repeats": repeats, "images_per_s_best": x.shape[0] / best, "images_per_s_median": x.shape[0] / med}
 
 
-def test_auc(pred_csv: Path, manifest: Path) -> tuple[float, "object"]:
+def split_auc(pred_csv: Path, manifest: Path) -> tuple[float, object]:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
@@ -61,7 +61,7 @@ def accuracy(demo: Path, work: Path) -> dict:
     run = demo / "runs" / "attention"
     man_split = demo / "manifest_split.csv"
     man_eval = demo / "manifest_eval.csv"
-    auc_ref, s_ref = test_auc(demo / "predictions" / "attention.csv", man_split)
+    auc_ref, s_ref = split_auc(demo / "predictions" / "attention.csv", man_split)
     res: dict = {"reference": {"what": "float32 PyTorch (the demo's own predictions)", "test_auc_image": auc_ref}, "exports": {}}
     for fmt in ("onnx", "openvino"):
         for int8 in (False, True):
@@ -74,7 +74,7 @@ def accuracy(demo: Path, work: Path) -> dict:
             t = time.perf_counter()
             predict(out, man_eval, work / f"{name}.csv", cache=demo / "cache", progress=False, workers=0)
             t_pred = time.perf_counter() - t
-            auc, s = test_auc(work / f"{name}.csv", man_split)
+            auc, s = split_auc(work / f"{name}.csv", man_split)
             d = (s - s_ref.reindex(s.index)).abs()
             res["exports"][name] = {"test_auc_image": auc, "auc_change": auc - auc_ref, "max_abs_score_diff": float(d.max()),
                                     "mean_abs_score_diff": float(d.mean()), "images": int(len(d)), "export_seconds": t_export,
