@@ -83,7 +83,7 @@ def accuracy(demo: Path, work: Path) -> dict:
     return res
 
 
-def speed(repeats: int, work: Path, demo: Path | None) -> dict:
+def speed(repeats: int, work: Path, demo: Path | None, paper: bool = True, n_cal: int = 16) -> dict:
     import numpy as np
     import torch
 
@@ -92,7 +92,7 @@ def speed(repeats: int, work: Path, demo: Path | None) -> dict:
     from mammolens.serve.scoring import write_untrained_run
 
     res: dict = {}
-    cases = [("attention_resnet50_1024x832_b1", "paper", (1024, 832), 1)]
+    cases = [("attention_resnet50_1024x832_b1", "paper", (1024, 832), 1)] if paper else []
     if demo is not None:
         cases.insert(0, ("attention_tiny_256x208_b16", str(demo / "runs" / "attention"), (256, 208), 16))
     for key, src, size, batch in cases:
@@ -111,7 +111,7 @@ def speed(repeats: int, work: Path, demo: Path | None) -> dict:
             c = open_cache(demo / "cache")
             imgs = np.stack([c.load_image(i) for i in c.image_ids[:64]])[:, None].astype(np.float32)
         else:
-            imgs = rng.random((16, 1, *size), dtype=np.float32)  # speed only: the weights are random too
+            imgs = rng.random((n_cal, 1, *size), dtype=np.float32)  # speed only: the weights are random too
         x = imgs[:batch] if len(imgs) >= batch else np.repeat(imgs, batch, axis=0)[:batch]
         onnx_path = export_onnx(model, work / f"{key}.onnx", size)
         rec: dict = {"eager": time_fn(EagerBackend(model), torch.from_numpy(x), repeats)}
@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--json", dest="out", type=Path, default=HERE / "results" / "int8.json")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-paper", action="store_true", help="no attention_resnet50 1024x832 speed case")
+    ap.add_argument("--calibration-size", type=int, default=16, help="random calibration images of the 1024x832 speed case")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
     t0 = time.perf_counter()
@@ -168,7 +170,7 @@ def main() -> None:
         if args.demo is not None:
             res["accuracy"] = accuracy(args.demo, Path(d))
         if not args.skip_speed:
-            res["speed"] = speed(args.repeats, Path(d), args.demo)
+            res["speed"] = speed(args.repeats, Path(d), args.demo, paper=not args.skip_paper, n_cal=args.calibration_size)
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
