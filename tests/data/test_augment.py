@@ -201,3 +201,21 @@ def test_whole_image_pipeline_draws_exactly_as_the_dataset_did(cfg):
         a = aug(img, mask, generator=torch.Generator().manual_seed(seed))
         b = _reference_augment(img, mask, cfg, torch.Generator().manual_seed(seed))
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), seed
+
+
+def test_flips_and_rotation_move_a_point_exactly():
+    img = torch.zeros(1, 16, 12)
+    img[0, 2, 3] = 1.0
+    mask = torch.zeros(16, 12, dtype=torch.uint8)
+    mask[2, 3] = 2
+    cfg = SimpleNamespace(hflip=1.0, vflip=1.0, rotate_deg=0.0, rotate_p=0.0, intensity_p=0.0, contrast=0, brightness=0, gamma=0)
+    out, m = whole_image_augment(cfg)(img, mask, generator=torch.Generator().manual_seed(0))
+    assert out[0, 13, 8] == 1.0 and m[13, 8] == 2
+    # a 90 degree rotation of a square image moves a point as expected
+    sq = torch.zeros(1, 9, 9)
+    sq[0, 1, 4] = 1.0
+    sm = torch.zeros(9, 9, dtype=torch.uint8)
+    sm[1, 4] = 2
+    r, rm = rotate(sq, sm, math.pi / 2)
+    y, x = np.unravel_index(int(r[0].argmax()), (9, 9))
+    assert rm[y, x] == 2 and (y, x) in {(4, 7), (4, 1)}

@@ -168,3 +168,20 @@ def test_a_weights_file_is_read_once_per_model_and_not_kept_on_it(tmp_path, monk
         assert not hasattr(m, "weights_file")
         for k, v in bb.state_dict().items():
             assert torch.equal(m.backbone.state_dict()[k], v), k
+
+
+def test_weights_file_written_and_read_back_with_its_patch_head(tmp_path):
+    from mammolens.models.backbone import save_backbone_weights
+    from mammolens.models.weights import read_weights_file
+
+    torch.manual_seed(0)
+    bb = build_backbone("tiny", tiny_width=4)
+    head = torch.nn.Linear(int(bb.out_channels), 2)
+    f = save_backbone_weights(bb, tmp_path / "sub" / "w.pt", meta={"arch": "tiny"}, head=head)
+    assert f.is_file() and not list(f.parent.glob("*.tmp"))  # written whole, then renamed
+    wf = read_weights_file(f)
+    assert torch.equal(wf.patch_head["weight"], head.weight.detach()) and torch.equal(wf.patch_head["bias"], head.bias.detach())
+    for k, v in backbone_state_for_export(bb).items():
+        assert torch.equal(wf.state_dict[k], v), k
+    assert torch.load(f, weights_only=True)["meta"] == {"arch": "tiny"}
+    assert read_weights_file(save_backbone_weights(bb, tmp_path / "plain.pt")).patch_head is None

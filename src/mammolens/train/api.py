@@ -138,14 +138,6 @@ def _check_split(df: pd.DataFrame, split: str) -> pd.DataFrame:
     return d
 
 
-def _read_meta(run: Path) -> dict[str, Any]:
-    return read_meta(run)
-
-
-def _write_meta(run: Path, meta: dict[str, Any]) -> None:
-    write_meta(run, meta)
-
-
 def _history(run: Path) -> list[dict[str, Any]]:
     f = run / "metrics.csv"
     if not f.exists():
@@ -313,7 +305,7 @@ def _finish_without_whole_image_stage(module: Any, cfg: Config, meta: dict[str, 
         tmp = ckdir / (name + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, ckdir / name)
-    _write_meta(run, meta)
+    write_meta(run, meta)
     return TrainResult(
         run_dir=run, best_checkpoint=ckdir / BEST, last_checkpoint=ckdir / LAST, best_val_auc=heads["best_val_auc"],
         epochs_run=0, model=cfg.model.name, stopped_early=False, status="completed", n_train=len(train_df),
@@ -378,7 +370,7 @@ def train(
     run = Path(out)
     ckdir = run / CKPT_DIR
     last = ckdir / LAST
-    old_meta = _read_meta(run)
+    old_meta = read_meta(run)
 
     # -- configuration ---------------------------------------------------------------
     if resume:
@@ -498,7 +490,7 @@ def _train(
     run.mkdir(parents=True, exist_ok=True)
     ckdir.mkdir(exist_ok=True)
     (run / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-    _write_meta(run, meta)
+    write_meta(run, meta)
     qc_path = qc.write_csv(run / "qc.csv") if len(qc) else None
 
     # -- trainer -------------------------------------------------------------------------
@@ -508,7 +500,7 @@ def _train(
         heads = _heads_stage(cfg, module, train_df, val_df, cache_obj, pos_weight, accelerator, progress=progress)
         meta["heads_stage"] = heads
         module.meta = meta
-        _write_meta(run, meta)
+        write_meta(run, meta)
         if cfg.train.max_epochs == 0:
             return _finish_without_whole_image_stage(module, cfg, meta, run, ckdir, heads, train_df, val_df, qc_path, len(qc), t0, pos_weight)
     elif cfg.train.max_epochs == 0:
@@ -552,15 +544,15 @@ def _train(
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     except NonFiniteLossError as e:
         meta.update(status="failed: non-finite loss", error=str(e), last_good_checkpoint=str(last) if last.exists() else None)
-        _write_meta(run, meta)
+        write_meta(run, meta)
         raise NonFiniteLossError(f"{run}: {e}" + (f" ({last})" if last.exists() else " (no checkpoint was saved yet)")) from None
     except KeyboardInterrupt:
         meta.update(status="interrupted")
-        _write_meta(run, meta)
+        write_meta(run, meta)
         raise
     if trainer.interrupted:
         meta.update(status="interrupted")
-        _write_meta(run, meta)
+        write_meta(run, meta)
         raise KeyboardInterrupt
     stopped_early = bool(early.stopped_epoch) and trainer.current_epoch < cfg.train.max_epochs
     if stopped_early:
@@ -577,7 +569,7 @@ def _train(
         best_checkpoint=str(best) if best else None,
         seconds=round(time.perf_counter() - t0 + float(old_meta.get("seconds", 0) if resume else 0), 1),
     )
-    _write_meta(run, meta)
+    write_meta(run, meta)
     return TrainResult(
         run_dir=run,
         best_checkpoint=best,
