@@ -117,6 +117,22 @@ class SessionInfo:
     sid: str
 
 
+@dataclass(frozen=True)
+class CurrentUser:
+    """The signed-in user of a request (what the routes and the blinding rule see)."""
+
+    id: int
+    username: str
+    role: str
+    csrf: str
+    via_cookie: bool
+    sid: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
 class TokenSigner:
     """Signs and verifies session tokens with the server secret."""
 

@@ -1,17 +1,36 @@
-"""FastAPI dependencies: the service state, the signed-in user, roles and CSRF."""
+"""FastAPI dependencies: the service, the request's database session, the signed-in user,
+roles and CSRF.
+
+Routes declare what they need with the ``Annotated`` aliases below (FastAPI's
+"dependencies" pattern) instead of reaching into ``request.app.state``::
+
+    @router.get("/things/{id}", response_model=Thing)
+    def get_thing(id: RowId, s: DbSession, user: SignedIn, svc: ServiceDep): ...
+
+A route that declares :data:`DbSession` gets the request's session (FastAPI caches a
+dependency per request). It is committed when the route returns, before the response is
+sent (``scope="function"``), so a client that reads right after a change sees it; an
+exception rolls it back. The user lookup uses a short session of its own, so routes that
+take long without the database (uploads, PACS pulls, PNG rendering) hold no connection.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
+from sqlalchemy.orm import Session
 
-from mammolens.serve.auth import CSRF_HEADER, SESSION_COOKIE, csrf_ok, session_active
-from mammolens.serve.models import User
+from mammolens.serve import queries
+from mammolens.serve.auth import CSRF_HEADER, SESSION_COOKIE, CurrentUser, csrf_ok
+from mammolens.serve.service import Service
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mammolens.serve.app import Service
+__all__ = [
+    "MAX_DB_INT", "RowId", "CurrentUser", "ServiceDep", "DbSession", "SnapshotSession",
+    "SignedIn", "Admin", "MaybeSignedIn", "get_service", "db_session", "db_snapshot",
+    "optional_user", "current_user", "require_admin",
+]
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -24,22 +43,29 @@ MAX_DB_INT = 2**31 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="row id")]
 
 
-@dataclass(frozen=True)
-class CurrentUser:
-    id: int
-    username: str
-    role: str
-    csrf: str
-    via_cookie: bool
-    sid: str = ""
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-def service(request: Request) -> Service:
+def get_service(request: Request) -> Service:
+    """The app's :class:`~mammolens.serve.service.Service` (database, store, scorer, worker)."""
     return request.app.state.svc
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def db_session(svc: ServiceDep) -> Iterator[Session]:
+    """The request's session: committed when the route returns, rolled back on an error."""
+    with svc.db.session() as s:
+        yield s
+
+
+def db_snapshot(svc: ServiceDep) -> Iterator[Session]:
+    """A read-only session whose queries all see one state of the database
+    (:meth:`mammolens.serve.db.Database.snapshot`)."""
+    with svc.db.snapshot() as s:
+        yield s
+
+
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+SnapshotSession = Annotated[Session, Depends(db_snapshot, scope="function")]
 
 
 def _token(request: Request) -> tuple[str | None, bool]:
@@ -49,27 +75,26 @@ def _token(request: Request) -> tuple[str | None, bool]:
     return request.cookies.get(SESSION_COOKIE), True
 
 
-def optional_user(request: Request) -> CurrentUser | None:
+def optional_user(request: Request, svc: ServiceDep) -> CurrentUser | None:
     """The signed-in user or ``None`` (no CSRF check: for pages and safe requests)."""
     token, via_cookie = _token(request)
     if not token:
         return None
-    svc = service(request)
     info = svc.signer.verify(token)
     if info is None:
         return None
     with svc.db.session() as s:
-        user = s.get(User, info.user_id)
-        if user is None or not user.active or user.token_version != info.version:
-            return None
-        if not session_active(s, info):  # logged out, expired or unknown session
+        user = queries.signed_in_user(s, info)
+        if user is None:
             return None
         return CurrentUser(user.id, user.username, user.role, info.csrf, via_cookie, info.sid)
 
 
-def current_user(request: Request) -> CurrentUser:
+MaybeSignedIn = Annotated[CurrentUser | None, Depends(optional_user)]
+
+
+def current_user(request: Request, user: MaybeSignedIn) -> CurrentUser:
     """The signed-in user; 401 without a valid session, 403 on a cookie request without CSRF."""
-    user = optional_user(request)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -82,7 +107,13 @@ def current_user(request: Request) -> CurrentUser:
     return user
 
 
-def require_admin(user: CurrentUser = Depends(current_user)) -> CurrentUser:
+SignedIn = Annotated[CurrentUser, Depends(current_user)]
+
+
+def require_admin(user: SignedIn) -> CurrentUser:
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin role required")
     return user
+
+
+Admin = Annotated[CurrentUser, Depends(require_admin)]

@@ -1,4 +1,7 @@
-"""JSON views of database rows, and the blinding rule of reader studies."""
+"""JSON views of database rows: the dicts the routes return, validated and documented by
+the response models of :mod:`mammolens.serve.schemas`. Pure functions of loaded rows: the
+rows, and whether the user may see the AI results (the blinding rule,
+:func:`mammolens.serve.queries.ai_visible`), come from :mod:`mammolens.serve.queries`."""
 
 from __future__ import annotations
 
@@ -6,11 +9,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from mammolens.serve.deps import CurrentUser
-from mammolens.serve.models import Image, ReaderCase, Study
+from mammolens.serve.auth import CurrentUser
+from mammolens.serve.models import Image, Read, Study
 
 log = logging.getLogger("mammolens.serve")
 
@@ -19,32 +19,6 @@ DEFAULT_REGIONS = 3
 
 #: hanging protocol order: right/left CC on top, right/left MLO below (mirrored)
 HANGING = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
-
-
-def ai_visible(s: Session, user: CurrentUser, study: Study) -> bool:
-    """Whether ``user`` may see the AI results of ``study``.
-
-    Studies in a reader study are blinded for readers until their own unaided read of
-    that case is locked (phase ``aided`` or ``done``); admins always see them.
-    """
-    if user.is_admin or not study.in_reader_study:
-        return True
-    phase = s.scalar(
-        select(ReaderCase.phase).where(ReaderCase.reader_id == user.id, ReaderCase.study_id == study.id)
-    )
-    return phase in ("aided", "done")
-
-
-def may_open(s: Session, user: CurrentUser, study: Study) -> bool:
-    """Readers open reader-study studies only through their own case list."""
-    if user.is_admin or not study.in_reader_study:
-        return True
-    return (
-        s.scalar(
-            select(ReaderCase.id).where(ReaderCase.reader_id == user.id, ReaderCase.study_id == study.id)
-        )
-        is not None
-    )
 
 
 def _r(x: float | None) -> float | None:
@@ -109,17 +83,19 @@ def image_row(
 
 
 def study_detail(
-    s: Session,
     st: Study,
     user: CurrentUser,
     *,
+    show_ai: bool,
     operating_point: float,
     heatmap_path: Callable[[str], Path] | None = None,
     regions: int = DEFAULT_REGIONS,
 ) -> dict:
-    """A study with its images; ``heatmap_path`` (stored heatmap name -> file) lets each
-    image list its ``regions`` top-scoring regions (``[]`` without it)."""
-    show = ai_visible(s, user, st)
+    """The study with its images (``st.images`` and ``st.outputs`` loaded); AI results
+    only with ``show_ai``; admin-only fields for admins. ``heatmap_path`` (stored heatmap
+    name -> file) lets each image list its ``regions`` top-scoring regions (``[]``
+    without it)."""
+    show = show_ai
     imgs = list(st.images)
     d = study_row(st, operating_point=operating_point, n_images=len(imgs), admin=user.is_admin)
     if not show:
@@ -147,3 +123,28 @@ def study_detail(
             for o in st.outputs
         ]
     return d
+
+
+#: what a reader-study case never shows: identifiers and the truth
+CASE_HIDDEN = ("patient_id", "accession", "study_uid", "truth", "study_date")
+
+
+def case_study(st: Study, user: CurrentUser, **kwargs) -> dict:
+    """The study of a reader-study case: :func:`study_detail` (same arguments) without
+    identifiers or truth."""
+    d = study_detail(st, user, **kwargs)
+    for k in CASE_HIDDEN:
+        d.pop(k, None)
+    return d
+
+
+def read_row(r: Read | None) -> dict | None:
+    if r is None:
+        return None
+    return {
+        "modality": r.modality,
+        "score": r.score,
+        "birads": r.birads,
+        "heatmap_acceptable": r.heatmap_acceptable,
+        "updated_at": r.updated_at.isoformat() + "Z",
+    }

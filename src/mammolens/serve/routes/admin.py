@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from mammolens.errors import ConfigError
+from mammolens.serve import queries
 from mammolens.serve.auth import create_user, set_password
-from mammolens.serve.deps import MAX_DB_INT, CurrentUser, RowId, require_admin, service
-from mammolens.serve.models import Read, ReaderCase, Study, User
+from mammolens.serve.deps import Admin, DbSession, RowId
+from mammolens.serve.models import User
+from mammolens.serve.schemas import (
+    NewUser,
+    ProgressList,
+    ReaderStudyBody,
+    ReaderStudySetup,
+    ReadsExport,
+    UserList,
+    UserOut,
+    UserPatch,
+)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -28,112 +38,62 @@ def _user_dict(u: User) -> dict:
             "created_at": u.created_at.isoformat() + "Z"}
 
 
-class NewUser(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=8, max_length=1024)
-    role: Literal["reader", "admin"] = "reader"
+@router.get("/users", response_model=UserList)
+def list_users(s: DbSession, _a: Admin) -> dict:
+    return {"items": [_user_dict(u) for u in queries.list_users(s)]}
 
 
-class UserPatch(BaseModel):
-    active: bool | None = None
-    role: Literal["reader", "admin"] | None = None
-    password: str | None = Field(None, min_length=8, max_length=1024)
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+def add_user(body: NewUser, s: DbSession, _a: Admin) -> dict:
+    try:
+        u = create_user(s, body.username, body.password, role=body.role)
+    except ConfigError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT if "exists" in str(e) else 422, str(e)) from None
+    return _user_dict(u)
 
 
-@router.get("/users")
-def list_users(request: Request, _a: CurrentUser = Depends(require_admin)) -> dict:
-    with service(request).db.session() as s:
-        return {"items": [_user_dict(u) for u in s.scalars(select(User).order_by(User.id)).all()]}
+@router.patch("/users/{user_id}", response_model=UserOut)
+def patch_user(user_id: RowId, body: UserPatch, s: DbSession, admin: Admin) -> dict:
+    """Activate or deactivate an account, change its role or password (each ends its sessions)."""
+    u = queries.get_user(s, user_id)
+    if u is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
+    if u.id == admin.id and (body.active is False or body.role == "reader"):
+        raise HTTPException(status.HTTP_409_CONFLICT, "admins cannot demote or deactivate themselves")
+    queries.update_user(s, u, active=body.active, role=body.role)
+    if body.password is not None:
+        set_password(s, u, body.password)
+    return _user_dict(u)
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED)
-def add_user(body: NewUser, request: Request, _a: CurrentUser = Depends(require_admin)) -> dict:
-    with service(request).db.session() as s:
-        try:
-            u = create_user(s, body.username, body.password, role=body.role)
-        except ConfigError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT if "exists" in str(e) else 422, str(e)) from None
-        return _user_dict(u)
-
-
-@router.patch("/users/{user_id}")
-def patch_user(user_id: RowId, body: UserPatch, request: Request, admin: CurrentUser = Depends(require_admin)) -> dict:
-    with service(request).db.session() as s:
-        u = s.get(User, user_id)
-        if u is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
-        if u.id == admin.id and (body.active is False or body.role == "reader"):
-            raise HTTPException(status.HTTP_409_CONFLICT, "admins cannot demote or deactivate themselves")
-        if body.active is not None:
-            u.active = body.active
-            u.token_version += 1
-        if body.role is not None:
-            u.role = body.role
-            u.token_version += 1
-        if body.password is not None:
-            set_password(s, u, body.password)
-        return _user_dict(u)
-
-
-_Id = Annotated[int, Field(ge=1, le=MAX_DB_INT)]
-
-
-class ReaderStudyBody(BaseModel):
-    study_ids: list[_Id] = Field(min_length=1, max_length=10000)
-    reader_ids: list[_Id] | None = Field(None, description="default: every active reader")
-    seed: int | None = Field(None, description="random seed of the case orders")
-
-
-@router.post("/reader-study")
-def setup_reader_study(body: ReaderStudyBody, request: Request, _a: CurrentUser = Depends(require_admin)) -> dict:
+@router.post("/reader-study", response_model=ReaderStudySetup)
+def setup_reader_study(body: ReaderStudyBody, s: DbSession, _a: Admin) -> dict:
     """Add studies to the reader study and give each reader a randomised case list.
 
     Every study needs its ground truth (``PATCH /api/studies/{id}`` with ``truth``).
     Cases a reader already has are kept in place; new ones are appended in random order
     (independent per reader).
     """
-    rng = random.Random(body.seed)
-    with service(request).db.session() as s:
-        studies = s.scalars(select(Study).where(Study.id.in_(body.study_ids))).all()
-        missing = sorted(set(body.study_ids) - {st.id for st in studies})
-        if missing:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no such studies: {missing}")
-        no_truth = sorted(st.id for st in studies if st.truth is None)
-        if no_truth:
-            raise HTTPException(422, f"set the truth of studies {no_truth} first")
-        q = select(User).where(User.role == "reader", User.active.is_(True))
-        if body.reader_ids is not None:
-            q = q.where(User.id.in_(body.reader_ids))
-        readers = s.scalars(q.order_by(User.id)).all()
-        if body.reader_ids is not None and len(readers) != len(set(body.reader_ids)):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "some reader ids are not active readers")
-        if not readers:
-            raise HTTPException(422, "no active reader accounts")
-        for st in studies:
-            st.in_reader_study = True
-        added = 0
-        for r in readers:
-            have = set(s.scalars(select(ReaderCase.study_id).where(ReaderCase.reader_id == r.id)).all())
-            pos = s.scalar(select(func.max(ReaderCase.position)).where(ReaderCase.reader_id == r.id)) or 0
-            new = [st.id for st in studies if st.id not in have]
-            rng.shuffle(new)
-            for sid in new:
-                pos += 1
-                s.add(ReaderCase(reader_id=r.id, study_id=sid, position=pos))
-                added += 1
-        return {"readers": [r.username for r in readers], "studies": len(studies), "cases_added": added}
+    studies = queries.studies_by_id(s, body.study_ids)
+    missing = sorted(set(body.study_ids) - {st.id for st in studies})
+    if missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no such studies: {missing}")
+    no_truth = sorted(st.id for st in studies if st.truth is None)
+    if no_truth:
+        raise HTTPException(422, f"set the truth of studies {no_truth} first")
+    readers = queries.active_readers(s, body.reader_ids)
+    if body.reader_ids is not None and len(readers) != len(set(body.reader_ids)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "some reader ids are not active readers")
+    if not readers:
+        raise HTTPException(422, "no active reader accounts")
+    added = queries.add_cases(s, readers, studies, random.Random(body.seed))
+    return {"readers": [r.username for r in readers], "studies": len(studies), "cases_added": added}
 
 
-@router.get("/reader-study/progress")
-def progress(request: Request, _a: CurrentUser = Depends(require_admin)) -> dict:
-    with service(request).db.session() as s:
-        rows = s.execute(
-            select(User.username, ReaderCase.phase, func.count(ReaderCase.id))
-            .join(ReaderCase, ReaderCase.reader_id == User.id)
-            .group_by(User.username, ReaderCase.phase)
-        ).all()
+@router.get("/reader-study/progress", response_model=ProgressList)
+def progress(s: DbSession, _a: Admin) -> dict:
     out: dict[str, dict] = {}
-    for name, phase, n in rows:
+    for name, phase, n in queries.reader_progress(s):
         d = out.setdefault(name, {"reader": name, "cases": 0, "unaided_done": 0, "aided_done": 0})
         d["cases"] += n
         if phase in ("aided", "done"):
@@ -145,42 +105,41 @@ def progress(request: Request, _a: CurrentUser = Depends(require_admin)) -> dict
 
 def export_rows(s) -> list[dict]:
     """Long-format reads: one row per (reader, case, modality) with the case's truth."""
-    rows = s.execute(
-        select(User.username, Study.study_uid, Read.modality, Study.truth, Read.score, Read.birads,
-               Read.heatmap_acceptable)
-        .join(ReaderCase, ReaderCase.id == Read.case_id)
-        .join(User, User.id == ReaderCase.reader_id)
-        .join(Study, Study.id == ReaderCase.study_id)
-        .order_by(User.username, ReaderCase.position, Read.modality.desc())
-    ).all()
     return [
         {
             "reader": u, "case": c, "modality": m, "truth": t, "score": sc, "birads": b,
             "heatmap_acceptable": "" if h is None else int(bool(h)),
         }
-        for u, c, m, t, sc, b, h in rows
+        for u, c, m, t, sc, b, h in queries.export_reads(s)
     ]
 
 
-@router.get("/reader-study/export")
+@router.get(
+    "/reader-study/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The reads: CSV (default) or JSON (`format=json`).",
+            "model": ReadsExport,  # the JSON form
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export(
-    request: Request,
-    _a: CurrentUser = Depends(require_admin),
+    s: DbSession,
+    _a: Admin,
     fmt: Literal["csv", "json"] = Query("csv", alias="format"),
     complete_only: bool = Query(False, description="only cases read both unaided and aided"),
 ) -> Response:
     """The reads in long format (``reader, case, modality, truth, score, birads,
     heatmap_acceptable``), as ``mammolens stats mrmc`` and ``evaluate --reads`` take."""
-    with service(request).db.session() as s:
-        rows = export_rows(s)
+    rows = export_rows(s)
     if complete_only:
         pairs: dict[tuple[str, str], set[str]] = {}
         for r in rows:
             pairs.setdefault((r["reader"], r["case"]), set()).add(r["modality"])
         rows = [r for r in rows if len(pairs[(r["reader"], r["case"])]) == 2]
     if fmt == "json":
-        import json
-
         return Response(json.dumps({"columns": list(EXPORT_COLUMNS), "rows": rows}), media_type="application/json")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
@@ -191,3 +150,4 @@ def export(
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="reads.csv"'},
     )
+

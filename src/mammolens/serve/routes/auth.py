@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Response, status
 
 from mammolens.serve.auth import SESSION_COOKIE, authenticate, open_session, revoke_session
-from mammolens.serve.deps import CurrentUser, current_user, service
+from mammolens.serve.deps import DbSession, ServiceDep, SignedIn
+from mammolens.serve.schemas import LoginBody, LoginResult, Me, Ok
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-class LoginBody(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-    #: ``true``: return a bearer token instead of setting the session cookie
-    bearer: bool = False
-
-
-@router.post("/login")
-def login(body: LoginBody, request: Request, response: Response) -> dict:
-    svc = service(request)
+@router.post("/login", response_model=LoginResult, response_model_exclude_unset=True)
+def login(body: LoginBody, response: Response, svc: ServiceDep, s: DbSession) -> dict:
+    """Sign in. Sets the ``mammolens_session`` cookie and returns the CSRF token, or with
+    ``"bearer": true`` returns a bearer token. 401 for a wrong name or password; 429
+    after repeated failures for the same user name."""
     if not svc.throttle.begin(body.username):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins; try again later")
     try:
-        with svc.db.session() as s:
-            user = authenticate(s, body.username, body.password)
-            if user is None:
-                svc.throttle.failed(body.username)
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
-            sid = open_session(s, user, svc.signer.max_age_s)
-            token, csrf = svc.signer.issue(user, sid)
-            out = {"username": user.username, "role": user.role}
+        user = authenticate(s, body.username, body.password)
+        if user is None:
+            svc.throttle.failed(body.username)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
+        sid = open_session(s, user, svc.signer.max_age_s)
+        token, csrf = svc.signer.issue(user, sid)
+        out = {"username": user.username, "role": user.role}
+        s.commit()  # the session row exists before its token leaves the server
     except HTTPException:
         raise
     except BaseException:
@@ -52,16 +47,15 @@ def login(body: LoginBody, request: Request, response: Response) -> dict:
     return out | {"csrf_token": csrf}
 
 
-@router.post("/logout")
-def logout(request: Request, response: Response, user: CurrentUser = Depends(current_user)) -> dict:
+@router.post("/logout", response_model=Ok)
+def logout(response: Response, user: SignedIn, s: DbSession) -> dict:
     """End the session on the server (its token and cookie stop working) and clear the cookie."""
-    with service(request).db.session() as s:
-        revoke_session(s, user.sid)
+    revoke_session(s, user.sid)
     response.delete_cookie(SESSION_COOKIE, path="/", samesite="strict", httponly=True)
     return {"ok": True}
 
 
-@router.get("/me")
-def me(user: CurrentUser = Depends(current_user)) -> dict:
+@router.get("/me", response_model=Me)
+def me(user: SignedIn) -> dict:
     """The signed-in user and the CSRF token the page must send with changes."""
     return {"id": user.id, "username": user.username, "role": user.role, "csrf_token": user.csrf}

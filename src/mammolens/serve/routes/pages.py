@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mammolens.serve.deps import optional_user
+from mammolens.serve.deps import MaybeSignedIn
 
 router = APIRouter(include_in_schema=False)
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -22,8 +22,7 @@ def _page(name: str) -> HTMLResponse:
     return HTMLResponse((_TEMPLATES / _PAGES.get(name, name)).read_text(encoding="utf-8"))
 
 
-def _guard(request: Request, page: str, *, admin: bool = False) -> Response:
-    user = optional_user(request)
+def _guard(user, page: str, *, admin: bool = False) -> Response:
     if user is None:
         return RedirectResponse("/login", status_code=303)
     if admin and not user.is_admin:
@@ -37,31 +36,30 @@ def login_page() -> HTMLResponse:
 
 
 @router.get("/")
-def root(request: Request) -> Response:
-    user = optional_user(request)
+def root(user: MaybeSignedIn) -> Response:
     return RedirectResponse("/worklist" if user else "/login", status_code=303)
 
 
 @router.get("/worklist")
-def worklist_page(request: Request) -> Response:
-    return _guard(request, "worklist")
+def worklist_page(user: MaybeSignedIn) -> Response:
+    return _guard(user, "worklist")
 
 
 @router.get("/viewer/{study_id}")
-def viewer_page(study_id: int, request: Request) -> Response:
-    return _guard(request, "viewer")
+def viewer_page(study_id: int, user: MaybeSignedIn) -> Response:
+    return _guard(user, "viewer")
 
 
 @router.get("/reader")
-def reader_page(request: Request) -> Response:
-    return _guard(request, "reader")
+def reader_page(user: MaybeSignedIn) -> Response:
+    return _guard(user, "reader")
 
 
 @router.get("/reader/{case_id}")
-def reader_case_page(case_id: int, request: Request) -> Response:
-    return _guard(request, "viewer")
+def reader_case_page(case_id: int, user: MaybeSignedIn) -> Response:
+    return _guard(user, "viewer")
 
 
 @router.get("/admin")
-def admin_page(request: Request) -> Response:
-    return _guard(request, "admin", admin=True)
+def admin_page(user: MaybeSignedIn) -> Response:
+    return _guard(user, "admin", admin=True)

@@ -3,25 +3,48 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from mammolens.serve.deps import MAX_DB_INT, CurrentUser, RowId, current_user, require_admin, service
-from mammolens.serve.models import READING_STATUSES, Image, Study, utcnow
-from mammolens.serve.routes._views import DEFAULT_REGIONS, may_open, study_detail, study_row
+from mammolens.serve import queries
+from mammolens.serve.deps import (
+    MAX_DB_INT,
+    Admin,
+    CurrentUser,
+    DbSession,
+    RowId,
+    ServiceDep,
+    SignedIn,
+    SnapshotSession,
+)
+from mammolens.serve.models import Study
+from mammolens.serve.routes._views import DEFAULT_REGIONS, study_detail, study_row
+from mammolens.serve.schemas import (
+    Deleted,
+    IntakeResult,
+    PullBody,
+    PullResult,
+    Queue,
+    Requeued,
+    StudyDetail,
+    StudyPatch,
+    Worklist,
+)
+from mammolens.serve.service import Service
 
 router = APIRouter(prefix="/api", tags=["studies"])
+#: responses that leave a field out (admin-only ones) keep it out instead of sending null
+_SPARSE = {"response_model_exclude_unset": True}
 
 
-@router.get("/studies")
+@router.get("/studies", response_model=Worklist, **_SPARSE)
 def worklist(
-    request: Request,
-    user: CurrentUser = Depends(current_user),
+    s: SnapshotSession,  # items, total and queue counts of one moment
+    svc: ServiceDep,
+    user: SignedIn,
     status_: str | None = Query(None, alias="status", pattern="^(queued|scoring|scored|failed)$"),
     reading_status: str | None = Query(None, pattern="^(unread|in_progress|read)$"),
     flagged: bool | None = None,
@@ -34,69 +57,44 @@ def worklist(
 
     Readers do not see studies that are part of a reader study (they are blinded cases).
     """
-    svc = service(request)
     op = svc.settings.operating_point
-    cond = []
-    if not user.is_admin:
-        cond.append(Study.in_reader_study.is_(False))
-    if status_:
-        cond.append(Study.status == status_)
-    if reading_status:
-        cond.append(Study.reading_status == reading_status)
-    if source:
-        cond.append(Study.source == source)
-    if flagged is True:
-        cond.append(Study.exam_score >= op)
-    elif flagged is False:
-        cond.append((Study.exam_score < op) | Study.exam_score.is_(None))
-    if q:
-        like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cond.append(Study.patient_id.like(like, escape="\\") | Study.accession.like(like, escape="\\"))
-    n_img = (
-        select(Image.study_id, func.count(Image.id).label("n")).group_by(Image.study_id).subquery()
+    page = queries.worklist(
+        s, admin=user.is_admin, operating_point=op, status=status_, reading_status=reading_status,
+        source=source, flagged=flagged, q=q, limit=limit, offset=offset,
     )
-    with svc.db.snapshot() as s:  # items, total and queue counts of one moment
-        total = s.scalar(select(func.count(Study.id)).where(*cond))
-        rows = s.execute(
-            select(Study, func.coalesce(n_img.c.n, 0))
-            .outerjoin(n_img, n_img.c.study_id == Study.id)
-            .where(*cond)
-            .order_by(Study.exam_score.is_(None), Study.exam_score.desc(), Study.created_at, Study.id)
-            .limit(limit)
-            .offset(offset)
-        ).all()
-        items = [study_row(st, operating_point=op, n_images=int(n), admin=user.is_admin) for st, n in rows]
-        counts = dict(s.execute(select(Study.status, func.count(Study.id)).group_by(Study.status)).all())
-    return {"total": int(total or 0), "operating_point": op, "items": items, "queue": counts}
+    items = [study_row(st, operating_point=op, n_images=n, admin=user.is_admin) for st, n in page.rows]
+    return {"total": page.total, "operating_point": op, "items": items, "queue": page.queue}
 
 
-def _get_study(s, study_id: int, user: CurrentUser) -> Study:
-    st = s.get(Study, study_id)
-    if st is None or not may_open(s, user, st):
+def _study(s: Session, study_id: int, user: CurrentUser) -> Study:
+    st = queries.viewable_study(s, study_id, user)
+    if st is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
     return st
 
 
-@router.get("/studies/{study_id}")
+def _detail(s: Session, svc: Service, st: Study, user: CurrentUser, *, regions: int = DEFAULT_REGIONS) -> dict:
+    return study_detail(
+        st, user, show_ai=queries.ai_visible(s, user, st), operating_point=svc.settings.operating_point,
+        heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"), regions=regions,
+    )
+
+
+@router.get("/studies/{study_id}", response_model=StudyDetail, **_SPARSE)
 def get_study(
     study_id: RowId,
-    request: Request,
-    user: CurrentUser = Depends(current_user),
+    s: DbSession,
+    svc: ServiceDep,
+    user: SignedIn,
     regions: int = Query(DEFAULT_REGIONS, ge=0, le=10, description="top-scoring regions listed per image"),
 ) -> dict:
-    """The study, its images with scores and their ``regions`` highest-scoring heatmap
-    regions (boxes in original pixel coordinates)."""
-    svc = service(request)
-    with svc.db.session() as s:
-        st = _get_study(s, study_id, user)
-        return study_detail(
-            s, st, user, operating_point=svc.settings.operating_point,
-            heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"), regions=regions,
-        )
+    """The study, its images with scores (hidden from a reader's blinded case) and their
+    ``regions`` highest-scoring heatmap regions (boxes in original pixel coordinates),
+    and the hanging protocol's image ids."""
+    return _detail(s, svc, _study(s, study_id, user), user, regions=regions)
 
 
-async def _read_uploads(request: Request) -> list[tuple[str, bytes]]:
-    svc = service(request)
+async def _read_uploads(request: Request, svc: Service) -> list[tuple[str, bytes]]:
     limit = svc.settings.max_upload_bytes
     length = request.headers.get("content-length")
     if length is None:
@@ -138,17 +136,26 @@ async def _read_uploads(request: Request) -> list[tuple[str, bytes]]:
     return blobs
 
 
-@router.post("/studies", status_code=status.HTTP_202_ACCEPTED)
-async def upload(request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
+@router.post(
+    "/studies",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IntakeResult,
+    responses={
+        409: {"description": "every file conflicts with a stored instance"},
+        413: {"description": "the upload is over the size limit"},
+        422: {"description": "no usable DICOM mammogram in the upload"},
+    },
+)
+async def upload(request: Request, svc: ServiceDep, _admin: Admin) -> dict:
     """Upload DICOM mammograms (multipart, any field name); their studies are queued.
 
     Returns 202 with ``study_ids``, ``stored``, ``duplicates``, ``conflicts`` and
     ``rejected`` (file and reason for each file that is not a usable DICOM mammogram, or
     a different object with the SOP Instance UID of a stored one); 409 when every file
-    was such a conflict; 422 when nothing was usable.
+    was such a conflict; 422 when nothing was usable (the same fields and a ``message``
+    under ``detail``).
     """
-    svc = service(request)
-    blobs = await _read_uploads(request)
+    blobs = await _read_uploads(request, svc)
     result = await run_in_threadpool(svc.ingest_blobs, blobs, source="upload")
     body = result.to_dict()
     if not result.study_ids and result.conflicts and result.conflicts == len(result.qc.rejected):
@@ -164,80 +171,54 @@ async def upload(request: Request, _admin: CurrentUser = Depends(require_admin))
     return body
 
 
-class StudyPatch(BaseModel):
-    reading_status: Literal["unread", "in_progress", "read"] | None = None
-    truth: Literal[0, 1] | None = Field(None, description="admin only: ground truth")
-    clear_truth: bool = False
-
-
-@router.patch("/studies/{study_id}")
-def patch_study(
-    study_id: RowId, body: StudyPatch, request: Request, user: CurrentUser = Depends(current_user)
-) -> dict:
+@router.patch("/studies/{study_id}", response_model=StudyDetail, **_SPARSE)
+def patch_study(study_id: RowId, body: StudyPatch, s: DbSession, svc: ServiceDep, user: SignedIn) -> dict:
     """Set the reading status (any user); set the ground truth (admins)."""
-    svc = service(request)
     if (body.truth is not None or body.clear_truth) and not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin role required to set the truth")
-    with svc.db.session() as s:
-        st = _get_study(s, study_id, user)
-        if st.in_reader_study and not user.is_admin and body.reading_status is not None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "reader-study cases are read in reader-study mode")
-        if body.reading_status is not None:
-            assert body.reading_status in READING_STATUSES
-            st.reading_status = body.reading_status
-        if body.truth is not None:
-            st.truth = int(body.truth)
-        if body.clear_truth:
-            st.truth = None
-        st.updated_at = utcnow()
-        return study_detail(
-            s, st, user, operating_point=svc.settings.operating_point,
-            heatmap_path=functools.partial(svc.storage.resolve, "heatmaps"),
-        )
+    st = _study(s, study_id, user)
+    if st.in_reader_study and not user.is_admin and body.reading_status is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "reader-study cases are read in reader-study mode")
+    queries.update_study(st, reading_status=body.reading_status, truth=body.truth, clear_truth=body.clear_truth)
+    return _detail(s, svc, st, user)
 
 
-@router.delete("/studies/{study_id}")
-def delete_study(study_id: RowId, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
-    svc = service(request)
-    with svc.db.session() as s:
-        st = s.get(Study, study_id)
-        if st is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
-        files = [("instances", im.file) for im in st.images] + [
-            ("heatmaps", im.heatmap_file) for im in st.images if im.heatmap_file
-        ] + [("outputs", o.file) for o in st.outputs]
-        s.delete(st)
+@router.delete("/studies/{study_id}", response_model=Deleted)
+def delete_study(study_id: RowId, s: DbSession, svc: ServiceDep, _admin: Admin) -> dict:
+    """Delete a study, its images, scores, reads and stored files."""
+    st = queries.get_study(s, study_id)
+    if st is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
+    files = queries.delete_study(s, st)
+    s.commit()  # the rows go first: a failed commit leaves every file in place
     for kind, name in files:
         svc.storage.delete(kind, name)
     return {"deleted": study_id}
 
 
-@router.post("/studies/{study_id}/rescore", status_code=status.HTTP_202_ACCEPTED)
-def rescore(study_id: RowId, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
-    svc = service(request)
-    with svc.db.session() as s:
-        st = s.get(Study, study_id)
-        if st is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
-        if st.status == "scoring":
-            raise HTTPException(status.HTTP_409_CONFLICT, "study is being scored")
-        st.status, st.attempts, st.error, st.updated_at = "queued", 0, "", utcnow()
+@router.post("/studies/{study_id}/rescore", status_code=status.HTTP_202_ACCEPTED, response_model=Requeued)
+def rescore(study_id: RowId, s: DbSession, svc: ServiceDep, _admin: Admin) -> dict:
+    """Queue a study for scoring again (409 while it is being scored)."""
+    st = queries.get_study(s, study_id)
+    if st is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
+    if st.status == "scoring":
+        raise HTTPException(status.HTTP_409_CONFLICT, "study is being scored")
+    queries.requeue_study(st)
+    s.commit()  # queued before the worker is woken to look for it
     if svc.worker is not None:
         svc.worker.notify()
     return {"id": study_id, "status": "queued"}
 
 
-class PullBody(BaseModel):
-    study_uid: str | None = Field(None, max_length=64, pattern=r"^[0-9.]+$")
-    patient_id: str | None = Field(None, max_length=64)
-    study_date: str | None = Field(None, max_length=17, pattern=r"^[0-9-]+$")
-    limit: int = Field(20, ge=1, le=500)
-
-
-@router.post("/pacs/pull", status_code=status.HTTP_202_ACCEPTED)
-async def pull(body: PullBody, request: Request, _admin: CurrentUser = Depends(require_admin)) -> dict:
+@router.post(
+    "/pacs/pull",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PullResult,
+    responses={409: {"description": "no PACS configured"}, 502: {"description": "the PACS is unreachable"}},
+)
+async def pull(body: PullBody, svc: ServiceDep, _admin: Admin) -> dict:
     """Find studies on the PACS (QIDO-RS, mammography only), retrieve them (WADO-RS) and queue them."""
-    svc = service(request)
     if svc.pacs is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no PACS configured (start with --pacs URL)")
     from mammolens.serve.dicomweb import pull_studies
@@ -257,9 +238,7 @@ async def pull(body: PullBody, request: Request, _admin: CurrentUser = Depends(r
     return res
 
 
-@router.get("/queue")
-def queue(request: Request, _user: CurrentUser = Depends(current_user)) -> dict:
-    svc = service(request)
-    with svc.db.session() as s:
-        counts = dict(s.execute(select(Study.status, func.count(Study.id)).group_by(Study.status)).all())
-    return {"counts": counts, "worker": "off" if svc.worker is None else ("running" if svc.worker.alive else "stopped")}
+@router.get("/queue", response_model=Queue)
+def queue(s: DbSession, svc: ServiceDep, _user: SignedIn) -> dict:
+    """Studies per queue status and the state of the scoring worker."""
+    return {"counts": queries.queue_counts(s), "worker": svc.worker_state}
