@@ -8,6 +8,7 @@ variants are skipped, unless ``MAMMOLENS_REQUIRE_SERVICES=1`` (then they fail).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -205,3 +206,53 @@ class AbortingScorer:
 
     def score_files(self, paths, heatmaps_dir):
         os.abort()
+
+
+# --------------------------------------------------------------------------- API schema
+
+
+def _strict(components: dict) -> dict:
+    """``components`` with every object schema closed (``additionalProperties: false``)."""
+    out = copy.deepcopy(components)
+
+    def close(node):
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for v in node.values():
+                close(v)
+        elif isinstance(node, list):
+            for v in node:
+                close(v)
+
+    close(out)
+    return out
+
+
+class SchemaChecker:
+    """Validates responses against the schema the OpenAPI document gives their
+    (path template, method, status code, content type)."""
+
+    def __init__(self, doc: dict) -> None:
+        self.doc = doc
+        self.components = _strict(doc.get("components", {}))
+        self.checked: set[tuple[str, str]] = set()
+
+    def schema(self, path: str, method: str, status: int, media: str = "application/json") -> dict:
+        op = self.doc["paths"][path][method]
+        resp = op["responses"].get(str(status))
+        assert resp is not None, f"{method.upper()} {path}: status {status} not documented"
+        assert media in resp.get("content", {}), f"{method.upper()} {path} {status}: no {media} schema"
+        return resp["content"][media]["schema"]
+
+    def __call__(self, r, path: str, *, status: int | None = None):
+        method = r.request.method.lower()
+        expected = status if status is not None else r.status_code
+        assert r.status_code == expected, (method, path, r.status_code, r.text[:300])
+        schema = {**self.schema(path, method, r.status_code), "components": self.components}
+        import jsonschema
+
+        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator(schema).validate(r.json())
+        self.checked.add((method, path))
+        return r.json()

@@ -38,7 +38,7 @@ def test_health_needs_no_auth_and_everything_else_does(service_app):
         ("get", "/api/admin/users"), ("post", "/api/admin/users"), ("patch", "/api/admin/users/1"),
         ("post", "/api/admin/reader-study"), ("get", "/api/admin/reader-study/progress"),
         ("get", "/api/admin/reader-study/export"), ("post", "/api/pacs/pull"), ("get", "/api/queue"),
-        ("get", "/api/auth/me"), ("post", "/api/auth/logout"),
+        ("get", "/api/auth/me"), ("post", "/api/auth/logout"), ("get", "/openapi.json"),
     ]:
         r = getattr(c, method)(url)
         assert r.status_code == 401, (method, url, r.status_code)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from serve_fixtures import PASSWORD, SECRET, write_study
+from serve_fixtures import PASSWORD, SECRET, SchemaChecker, write_study
 
 pytestmark = pytest.mark.orthanc
 
@@ -36,7 +36,7 @@ def test_pull_score_and_store_back(orthanc_url: str, tiny_run: Path, tmp_path: P
         h = {"Authorization": f"Bearer {r.json()['token']}"}
         r = c.post("/api/pacs/pull", json={"study_uid": uid}, headers=h)
         assert r.status_code == 202, r.text
-        body = r.json()
+        body = SchemaChecker(c.get("/openapi.json", headers=h).json())(r, "/api/pacs/pull")
         assert body["found"] == 1 and body["stored"] == 4 and body["rejected"] == []
         sid = body["study_ids"][0]
         end = time.monotonic() + 300
