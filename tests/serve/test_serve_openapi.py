@@ -60,6 +60,12 @@ def test_openapi_needs_a_session_and_lists_every_response_model(service_app):
     assert "patient_id" not in schemas["BlindedStudy"]["properties"]
     assert "truth" not in schemas["BlindedStudy"]["properties"]
     assert {"patient_id", "accession", "study_uid"} <= set(schemas["StudyDetail"]["properties"])
+    # how to authenticate: a bearer token or the session cookie, on everything but the
+    # login and the health check
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "session_cookie"}
+    assert doc["paths"]["/api/studies"]["get"]["security"] == [{"bearer": []}, {"session_cookie": []}]
+    assert "security" not in doc["paths"]["/api/auth/login"]["post"]
+    assert "security" not in doc["paths"]["/healthz"]["get"]
     # pages, static files and the schema itself are not API operations
     assert not any(p.startswith(("/worklist", "/viewer", "/static", "/openapi")) for p in doc["paths"])
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Request, Security, status
+from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session
 
 from mammolens.serve import queries
@@ -68,6 +69,20 @@ DbSession = Annotated[Session, Depends(db_session, scope="function")]
 SnapshotSession = Annotated[Session, Depends(db_snapshot, scope="function")]
 
 
+# The two ways to authenticate, declared for the OpenAPI schema (``securitySchemes`` and
+# each operation's ``security``); the token itself is read by :func:`_token` below, with
+# the bearer header taking precedence over the cookie.
+_BEARER = HTTPBearer(
+    scheme_name="bearer", auto_error=False,
+    description='API clients: the token of `POST /api/auth/login` with `"bearer": true`',
+)
+_COOKIE = APIKeyCookie(
+    name=SESSION_COOKIE, scheme_name="session_cookie", auto_error=False,
+    description="browsers: the session cookie of `POST /api/auth/login`; changes also need "
+    "the `X-CSRF-Token` header (the login's `csrf_token`)",
+)
+
+
 def _token(request: Request) -> tuple[str | None, bool]:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -75,7 +90,12 @@ def _token(request: Request) -> tuple[str | None, bool]:
     return request.cookies.get(SESSION_COOKIE), True
 
 
-def optional_user(request: Request, svc: ServiceDep) -> CurrentUser | None:
+def optional_user(
+    request: Request,
+    svc: ServiceDep,
+    _bearer: Annotated[object, Security(_BEARER)],
+    _cookie: Annotated[object, Security(_COOKIE)],
+) -> CurrentUser | None:
     """The signed-in user or ``None`` (no CSRF check: for pages and safe requests)."""
     token, via_cookie = _token(request)
     if not token:
