@@ -4,8 +4,11 @@
 
 * ``eager`` -- PyTorch as trained (the reference the others are checked against), run
   under :func:`torch.inference_mode` with the weights and inputs in ``channels_last``
-  layout (oneDNN's native layout: no reorder before and after every convolution, which
-  is what made batch 2 slower than batch 1 in the plain NCHW layout);
+  layout (oneDNN's native layout: no reorder before and after every convolution). On the
+  CPU it keeps freed activation memory in the process (:func:`keep_freed_memory`):
+  with glibc's default every pass faulted its activations in afresh, system time that
+  grew faster than the batch and made batch 2 slower per image than batch 1
+  (``bench/bench_batching.py``);
 * ``compiled`` -- the same graph through :func:`torch.compile` (Inductor) with
   ``freezing``: batch norms folded into the convolutions, weights pre-packed as
   constants, element-wise ops fused. Compiling takes tens of seconds (once per input
@@ -146,6 +149,10 @@ class EagerBackend(Backend):
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.keeps_freed_memory = False
+        if self.device.type == "cpu":
+            # reuse the activations' memory from pass to pass instead of faulting it in again
+            self.keeps_freed_memory = keep_freed_memory()
 
     def forward_torch(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         if isinstance(x, np.ndarray):
