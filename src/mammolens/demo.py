@@ -154,8 +154,15 @@ def _train_model(kind: str, params: dict[str, Any], ov: dict[str, Any], man_spli
 
 
 def _train_child(kind: str, params: dict[str, Any], ov: dict[str, Any], manifest: str, cache: str, run: str, config: str,
-                 result: str) -> None:
+                 result: str, start_method: str | None = None) -> None:
     """Entry point of the second training process: the stage's record, or the error, as JSON."""
+    import multiprocessing as mp
+
+    # a spawned process inherits "spawn" as its default start method, and the DataLoader
+    # would then spawn its worker afresh every epoch (a new interpreter importing torch:
+    # seconds each time); give the child the parent's default (fork on Linux) back
+    if start_method:
+        mp.set_start_method(start_method, force=True)
     t0 = time.perf_counter()
     try:
         outputs, extra = _train_model(kind, params, ov, Path(manifest), Path(cache), Path(run), config=config, progress=False)
@@ -180,7 +187,7 @@ class _TrainProcess:
         self.result.unlink(missing_ok=True)
         self.proc = mp.get_context("spawn").Process(
             target=_train_child, name=f"mammolens-demo-train-{kind}",
-            args=(kind, params, overrides, str(manifest), str(cache), str(run), config, str(self.result)))
+            args=(kind, params, overrides, str(manifest), str(cache), str(run), config, str(self.result), mp.get_start_method()))
         self.proc.start()
 
     def wait(self) -> tuple[list[Path], dict[str, Any]]:
