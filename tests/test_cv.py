@@ -202,3 +202,17 @@ def test_cv_compare_pairs_the_same_images_and_the_contralateral_ablation(tmp_pat
     oof = good.assign(logit=good["score"], contralateral_logit=rng.normal(size=n))
     ab = contralateral_ablation(oof, weight=0.5)
     assert ab["n_paired_images"] == n and 0 <= ab["auc_contralateral"] <= 1
+
+
+def test_folds_are_pooled_with_the_configured_contralateral_weight():
+    from mammolens.cv import _with_truth
+
+    df = pd.DataFrame({"image_id": ["a", "b", "c"], "label": [1, 0, 0]})
+    pred = pd.DataFrame({"image_id": ["a", "b", "c"], "logit": [1.0, 0.5, -2.0], "score": [0.9, 0.9, 0.9],
+                         "contralateral_logit": [0.5, 1.0, np.nan]})
+    own = _with_truth(pred, df, 0.0)
+    np.testing.assert_allclose(own["score"], 1 / (1 + np.exp(-np.array([1.0, 0.5, -2.0]))))
+    diff = _with_truth(pred, df, 0.5)
+    # logit - 0.5 * contralateral logit; an image without a partner keeps its own logit
+    np.testing.assert_allclose(diff["score"], 1 / (1 + np.exp(-np.array([0.75, 0.0, -2.0]))))
+    assert list(diff["label"]) == [1, 0, 0]

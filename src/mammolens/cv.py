@@ -214,6 +214,11 @@ def cross_validate(
 
     write_manifest(df.assign(split="test"), outp / "manifest_oof.csv")
     cfg_name = str(config)
+    from mammolens.config import load_config
+
+    # the contralateral weight is a scoring rule, not a training setting: every fold (a
+    # resumed one too) is pooled with this configuration's weight, from the logits
+    contra_w = float(load_config(config, overrides).predict.contralateral)
     result = CVResult(outp, cfg_name, folds, seeds)
     old = {}
     if (outp / CV_JSON).exists():
@@ -258,7 +263,7 @@ def cross_validate(
                 pt = time.perf_counter()
                 predict(run, fdir / "manifest.csv", out=pred_csv, split="test", cache=cache,
                         heatmaps_dir=fdir / "heatmaps" if heatmaps else None, progress=progress, resume=False)
-                p = _with_truth(pd.read_csv(pred_csv), df)
+                p = _with_truth(pd.read_csv(pred_csv), df, contra_w)
                 y = p["label"].astype(int).to_numpy()
                 rec = {
                     "seed": seed, "fold": k, "n_train": int((m["split"] == "train").sum()), "n_val": int((m["split"] == "val").sum()),
@@ -269,7 +274,7 @@ def cross_validate(
                 }
                 write_json(done, rec)
             fold_recs.append(rec)
-            p = _with_truth(pd.read_csv(pred_csv), df)
+            p = _with_truth(pd.read_csv(pred_csv), df, contra_w)
             p["fold"] = k
             preds.append(p)
             if on_fold is not None:
@@ -303,11 +308,16 @@ def cross_validate(
     return result
 
 
-def _with_truth(pred: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+def _with_truth(pred: pd.DataFrame, df: pd.DataFrame, contralateral: float = 0.0) -> pd.DataFrame:
+    """A fold's predictions with the manifest's labels, scored with ``contralateral``."""
     truth = df.set_index(df["image_id"].astype(str))["label"]
     pred = pred.copy()
     pred["image_id"] = pred["image_id"].astype(str)
     pred["label"] = pred["image_id"].map(truth).astype(int)
+    if "contralateral_logit" in pred.columns and "logit" in pred.columns:
+        contra = pd.to_numeric(pred["contralateral_logit"], errors="coerce").fillna(0.0).to_numpy(float)
+        z = pred["logit"].to_numpy(float) - contralateral * contra
+        pred["score"] = 1.0 / (1.0 + np.exp(-z))
     return pred
 
 
