@@ -2,7 +2,7 @@
 
 A configuration is a :class:`Config` (pydantic) with four sections::
 
-    model:  arch, kind, pretrained, attention_dim, score, lse_r, dropout, loc_on
+    model:  arch, kind, pretrained, attention_dim, score, lse_r, dropout, benign_output
     data:   batch_size, num_workers, augmentation settings
     optim:  lr, weight_decay, plateau_factor, plateau_patience, min_lr
     train:  max_epochs, early_stop_patience, seed, imbalance, loc_weight, precision,
@@ -55,6 +55,13 @@ class ModelConfig(_Section):
     lse_r: float = Field(5.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     tiny_width: int = Field(16, ge=4)
+    #: a second, benign output beside the malignant one (the NYU / GMIC models' benign and
+    #: malignant probabilities): its own attention pooling and classifier on the shared
+    #: backbone features, trained with an independent binary target (an image can hold
+    #: both kinds of finding; see :func:`mammolens.data.manifest.benign_labels`). Needs a
+    #: manifest with benign findings (``outcome`` ``benign`` or benign lesions); the
+    #: malignant ``logit`` stays the score every statistic uses
+    benign_output: bool = False
 
     @field_validator("arch")
     @classmethod
@@ -150,6 +157,8 @@ class TrainConfig(_Section):
     #: what the localisation map is supervised with: ``malignant`` outlines only, or every
     #: annotated finding (``lesion``, benign ones included)
     loc_target: Literal["malignant", "lesion"] = "malignant"
+    #: weight of the benign output's loss (``model.benign_output``) beside the malignant one
+    benign_weight: float = Field(1.0, ge=0)
     #: backbone weights held fixed: ``early`` = stem..layer2, ``backbone`` = all of it (only
     #: the heads learn; batch-norm statistics still adapt). For small datasets after
     #: ``mammolens pretrain-patches`` (Shen et al. 2019's second stage with few images).

@@ -12,6 +12,12 @@
                                     ``mammolens``        the run metadata again, so that a
                                                          checkpoint alone is enough to predict
 
+Optional outputs: a run trained with ``model.benign_output: true`` records it in its
+configuration (``hyper_parameters.config.model.benign_output``; the weights then include
+the ``benign_*`` head) and lists ``"outputs": ["malignant", "benign"]`` in ``meta.json``
+(``meta["benign"]``: the training split's benign counts). A run without the key (every run
+before the option existed) has no benign output and loads as before.
+
 Written by :func:`mammolens.train.train` (through ``MammoLitModule.on_save_checkpoint``) and
 :func:`mammolens.serve.scoring.write_untrained_run`; read by
 :func:`mammolens.predict.load_predictor`. torch is imported only to read or write a

@@ -70,6 +70,7 @@ def predict(
                 "predictions": out_csv,
                 "breast": df.attrs["breast_path"],
                 "exam": df.attrs["exam_path"],
+                "exam_gmic": df.attrs["gmic_path"],
                 "qc": df.attrs["qc_path"],
                 "model": df.attrs["model"],
                 "checkpoint": df.attrs["checkpoint"],
@@ -82,6 +83,8 @@ def predict(
         )
     else:
         console.print(f"predict: {len(df)} image(s) scored with {df.attrs['model']} -> {out_csv}")
+        if df.attrs["gmic_path"]:
+            console.print(f"predict: benign and malignant per breast (GMIC layout) -> {df.attrs['gmic_path']}")
         if df.attrs["regions_path"]:
             console.print(f"predict: top-{top_k} regions per image -> {df.attrs['regions_path']}")
         d = df.attrs["dicom"]

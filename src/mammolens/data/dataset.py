@@ -7,6 +7,8 @@ Each item is a dict::
     has_mask  bool: the mask can supervise the localisation map densely (a mask exists
               and, for a malignant image, marks some malignant pixel)
     label     float32 (NaN when unknown; only allowed with ``require_labels=False``)
+    benign    float32: 1 / 0 a benign finding or not, NaN unknown
+              (:func:`mammolens.data.manifest.benign_labels`; the optional benign output)
     image_id  str
     index     int (row in the dataset)
 
@@ -31,6 +33,7 @@ from torch.utils.data import Dataset
 
 from mammolens.data.augment import whole_image_augment
 from mammolens.data.lesions import MASK_MALIGNANT
+from mammolens.data.manifest import benign_labels
 
 
 def _open_cache(cache: Any) -> Any:
@@ -75,6 +78,7 @@ class MammoDataset(Dataset):
         if require_labels and np.isnan(self.labels).any():
             missing = [i for i, v in zip(self.image_ids, self.labels, strict=True) if np.isnan(v)]
             raise ValueError(f"{len(missing)} image(s) without a label, e.g. {missing[:3]}")
+        self.benign = benign_labels(self.rows).astype("Float64").to_numpy(dtype=float, na_value=np.nan)
         self._cache_spec = cache
         self._cache = None if isinstance(cache, str | Path) else cache
         self.augment_cfg = augment_cfg if (augment_cfg is not None and getattr(augment_cfg, "enabled", True)) else None
@@ -118,7 +122,8 @@ class MammoDataset(Dataset):
             has_mask = bool(label == 0 or (m == MASK_MALIGNANT).any())
         if self.augment is not None:
             image, m = self.augment(image, m, generator=self.generator(index))
-        return {"image": image, "mask": m, "has_mask": has_mask, "label": label, "image_id": image_id, "index": index}
+        return {"image": image, "mask": m, "has_mask": has_mask, "label": label, "benign": float(self.benign[index]),
+                "image_id": image_id, "index": index}
 
 
 def class_weights_sampler(labels: np.ndarray, *, seed: int = 0) -> torch.utils.data.WeightedRandomSampler:

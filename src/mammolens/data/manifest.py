@@ -256,6 +256,44 @@ def check_no_leakage(df: pd.DataFrame, *, column: str = "split") -> None:
         )
 
 
+def _has_benign_lesion(cell: object) -> bool:
+    if not isinstance(cell, str) or not cell.strip():
+        return False
+    try:
+        items = json.loads(cell)
+    except (json.JSONDecodeError, TypeError):
+        return False
+    return isinstance(items, list) and any(
+        isinstance(d, dict) and str(d.get("pathology", "")).lower() == "benign" for d in items
+    )
+
+
+def benign_labels(df: pd.DataFrame) -> pd.Series:
+    """Per image: does it show a benign finding? (the target of ``model.benign_output``).
+
+    ``1`` when ``outcome`` is ``benign`` or a lesion's ``pathology`` is ``benign`` (an image
+    can hold a benign and a malignant finding: the two targets are independent, as in
+    the NYU / GMIC models); ``0`` when ``outcome`` is ``normal`` or ``malignant`` and no
+    lesion is benign (the exam's work-up found no benign finding there); ``<NA>`` when
+    nothing says (no ``outcome`` and no benign lesion): such images do not train the
+    benign output.
+
+    Returns
+    -------
+    pandas.Series
+        ``Int64``, indexed like ``df``.
+    """
+    out = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    if "outcome" in df.columns:
+        o = df["outcome"].fillna("").astype(str).str.strip().str.lower()
+        out[o.isin(["normal", "malignant"]).to_numpy()] = 0
+        out[(o == "benign").to_numpy()] = 1
+    if "lesions" in df.columns:
+        les = df["lesions"].map(_has_benign_lesion).to_numpy(dtype=bool)
+        out[les] = 1
+    return out
+
+
 def subset_split(df: pd.DataFrame, split: str) -> pd.DataFrame:
     """Rows of one split; raises ManifestError if there are none."""
     d = df[df["split"] == split]

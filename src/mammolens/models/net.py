@@ -7,6 +7,9 @@ Both models take ``(B, 1, H, W)`` images in [0, 1] and return a dict::
     localization  (B, h, w)  dense malignancy logits (the baseline: its class activation
                              map, Zhou et al. CVPR 2016, i.e. the FC weights applied at
                              every location, so both models are evaluated alike)
+    benign_logit  (B,)       only with ``benign_output=True``: image logit of a benign
+                             finding (independent of the malignant one, as the NYU / GMIC
+                             models' benign and malignant outputs)
 
 ``h, w = ceil(H/32), ceil(W/32)`` (the layer4 grid). Structured like timm models:
 ``forward_features`` returns the feature maps, ``forward_head`` the outputs.
@@ -28,9 +31,14 @@ from mammolens.models.weights import WeightsFile, is_imagenet, is_none, read_wei
 class _MammoNet(nn.Module):
     kind = "?"
 
-    def __init__(self, arch: str, *, pretrained: str | WeightsFile = "none", tiny_width: int = 16, dropout: float = 0.0) -> None:
+    def __init__(
+        self, arch: str, *, pretrained: str | WeightsFile = "none", tiny_width: int = 16, dropout: float = 0.0,
+        benign_output: bool = False,
+    ) -> None:
         super().__init__()
         self.arch = arch
+        #: whether the model has the benign output (``benign_logit``)
+        self.benign_output = bool(benign_output)
         self.backbone = build_backbone(arch, pretrained=pretrained, tiny_width=tiny_width)
         self.num_features = self.backbone.out_channels
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -118,6 +126,10 @@ class AttentionMammoNet(_MammoNet):
         ``"attention+localization"`` (the mean of both): the ablation switch.
     lse_r
         Sharpness of the LSE pooling of the localisation map.
+    benign_output
+        Add a benign head: a gated attention pooling of its own (benign findings are
+        elsewhere than cancers, so it does not reuse the malignant attention) and a
+        linear classifier on the same layer4 features, giving ``benign_logit``.
 
     Notes
     -----
@@ -139,10 +151,12 @@ class AttentionMammoNet(_MammoNet):
         lse_r: float = 5.0,
         dropout: float = 0.0,
         tiny_width: int = 16,
+        benign_output: bool = False,
     ) -> None:
         # a weights file is read once, here: the backbone and the localisation head share it
         weights = read_weights_spec(pretrained)
-        super().__init__(arch, pretrained=weights or pretrained, tiny_width=tiny_width, dropout=dropout)
+        super().__init__(arch, pretrained=weights or pretrained, tiny_width=tiny_width, dropout=dropout,
+                         benign_output=benign_output)
         if score not in ("attention", "localization", "attention+localization"):
             raise ValueError(f"score must be attention, localization or attention+localization, got {score!r}")
         self.score = score
@@ -153,6 +167,9 @@ class AttentionMammoNet(_MammoNet):
         self.loc_head = nn.Conv2d(c + self.backbone.mid_channels, 1, 1)
         nn.init.zeros_(self.loc_head.bias)
         self.loc_head_from_patch = init_loc_head_from_patch(self.loc_head, weights, c)
+        if self.benign_output:  # created last: the malignant path initialises as without it
+            self.benign_pool = GatedAttentionPool(c, attention_dim)
+            self.benign_classifier = nn.Linear(c, 1)
 
     def localization_logits(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         c3, c4 = feats["c3"], feats["c4"]
@@ -171,13 +188,17 @@ class AttentionMammoNet(_MammoNet):
             logit = loc_logit
         else:
             logit = 0.5 * (att_logit + loc_logit)
-        return {
+        out = {
             "logit": logit,
             "attention": att,
             "localization": loc,
             "attention_logit": att_logit,
             "localization_logit": loc_logit,
         }
+        if self.benign_output:
+            zb, _ = self.benign_pool(c4)
+            out["benign_logit"] = self.benign_classifier(self.drop(zb)).squeeze(1).float()
+        return out
 
 
 class BaselineMammoNet(_MammoNet):
@@ -185,9 +206,14 @@ class BaselineMammoNet(_MammoNet):
 
     kind = "baseline"
 
-    def __init__(self, arch: str = "resnet50", *, pretrained: str = "none", dropout: float = 0.0, tiny_width: int = 16, **_: Any) -> None:
-        super().__init__(arch, pretrained=pretrained, tiny_width=tiny_width, dropout=dropout)
+    def __init__(
+        self, arch: str = "resnet50", *, pretrained: str = "none", dropout: float = 0.0, tiny_width: int = 16,
+        benign_output: bool = False, **_: Any,
+    ) -> None:
+        super().__init__(arch, pretrained=pretrained, tiny_width=tiny_width, dropout=dropout, benign_output=benign_output)
         self.classifier = nn.Linear(self.num_features, 1)
+        if self.benign_output:
+            self.benign_classifier = nn.Linear(self.num_features, 1)
 
     def forward_head(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c4 = feats["c4"]
@@ -196,4 +222,7 @@ class BaselineMammoNet(_MammoNet):
         # CAM: the classifier applied at each location; its mean equals the logit
         cam = (torch.einsum("bchw,c->bhw", c4, self.classifier.weight[0].to(c4.dtype)) + self.classifier.bias[0]).float()
         att = torch.full((b, h, w), 1.0 / (h * w), device=c4.device, dtype=torch.float32)
-        return {"logit": logit, "attention": att, "localization": cam}
+        out = {"logit": logit, "attention": att, "localization": cam}
+        if self.benign_output:
+            out["benign_logit"] = self.benign_classifier(self.drop(c4.mean(dim=(2, 3)))).squeeze(1).float()
+        return out

@@ -48,7 +48,7 @@ def create_model(name: str, *, pretrained: str | Path = "none", **kwargs: Any) -
         or a local backbone state-dict path.
     **kwargs
         Passed to the model (``attention_dim``, ``score``, ``lse_r``, ``dropout``,
-        ``tiny_width``). The baseline ignores the attention-only options.
+        ``tiny_width``, ``benign_output``). The baseline ignores the attention-only options.
     """
     kind, _, arch = name.partition("_")
     if name not in _REGISTRY and arch.startswith(TIMM_PREFIX) and len(arch) > len(TIMM_PREFIX):
@@ -68,4 +68,5 @@ def model_kwargs_from_config(cfg: Any) -> dict[str, Any]:
         "lse_r": cfg.lse_r,
         "dropout": cfg.dropout,
         "tiny_width": cfg.tiny_width,
+        "benign_output": bool(getattr(cfg, "benign_output", False)),
     }

@@ -20,11 +20,22 @@ Output (``OUT`` = ``PREDICTIONS.csv``), columns::
     exam_score    max over the exam's breasts (= max over all the exam's images)
     heatmap       .npz with attention / localization / gradcam maps (empty without --heatmaps)
     overlay       PNG: the localisation map over the image (empty without --heatmaps)
-    model, path, logit
+    model, path, logit, contralateral_logit
+
+and, for a run trained with the benign output (``model.benign_output``; a run without
+it writes none of these columns)::
+
+    benign_score         probability of a benign finding in the image, in [0, 1]
+    breast_benign_score  max over the breast's views
+    exam_benign_score    max over the exam's images
+    benign_logit
 
 plus ``PREDICTIONS_breast.csv`` (patient_id, study_id, laterality, breast_score,
-n_images), ``PREDICTIONS_exam.csv`` (patient_id, study_id, exam_score, n_images) and
-``qc.csv`` beside it (rejected inputs, with the reason). Images are processed in
+[breast_benign_score,] n_images), ``PREDICTIONS_exam.csv`` (patient_id, study_id,
+exam_score, [exam_benign_score,] n_images), for the benign output
+``PREDICTIONS_exam_gmic.csv`` (one row per exam: ``patient_id, study_id, left_benign,
+left_malignant, right_benign, right_malignant``, the layout of the NYU / GMIC models'
+outputs) and ``qc.csv`` beside it (rejected inputs, with the reason). Images are processed in
 chunks and appended to ``PREDICTIONS.partial.csv``, so memory does not grow with the
 number of inputs and an interrupted run resumes where it stopped.
 """
@@ -43,6 +54,8 @@ import pandas as pd
 from mammolens.errors import ConfigError
 from mammolens.predict.scoring import Chunk, FileItem, score_items  # noqa: F401 - part of this module's API
 from mammolens.predict.table import (  # noqa: F401 - part of this module's API
+    BENIGN_COLUMNS,
+    GMIC_COLUMNS,
     PRED_COLUMNS,
     QC_STAGE,
     REGION_COLUMNS,
@@ -50,6 +63,8 @@ from mammolens.predict.table import (  # noqa: F401 - part of this module's API
     add_rollups,
     breast_table,
     exam_table,
+    gmic_exam_table,
+    stream_columns,
 )
 from mammolens.qc import QCTable
 
@@ -153,6 +168,7 @@ def _output_paths(out: str | Path) -> dict[str, Path]:
         "partial": Path(f"{stem}.partial.csv"),
         "breast": Path(f"{stem}_breast.csv"),
         "exam": Path(f"{stem}_exam.csv"),
+        "gmic": Path(f"{stem}_exam_gmic.csv"),
         "regions": Path(f"{stem}_regions.csv"),
         "regions_partial": Path(f"{stem}_regions.partial.csv"),
         "heatmaps": Path(f"{stem}_heatmaps"),
@@ -231,7 +247,8 @@ def predict(
     -------
     pandas.DataFrame
         The image-level table. ``df.attrs`` holds ``qc`` (QCTable), ``qc_path``,
-        ``breast_path``, ``exam_path``, ``regions_path`` (None without heatmaps),
+        ``breast_path``, ``exam_path``, ``gmic_path`` (the GMIC-style exam table; None
+        for a run without the benign output), ``regions_path`` (None without heatmaps),
         ``dicom`` (the ``--dicom-out`` summary or None), ``n_rejected``.
     """
     from mammolens.predict.predictor import Predictor, load_predictor
@@ -267,12 +284,15 @@ def predict(
         heatmaps_dir = paths["heatmaps"]  # the DICOM overlays and segmentations need the maps
     rpart = paths["regions_partial"]
 
+    benign = bool(getattr(predictor, "has_benign", False))
+    columns = stream_columns(benign)
     done: set[str] = set()
     part = paths["partial"]
     if part.exists() and resume:
         try:
-            prev = pd.read_csv(part, dtype=str, keep_default_na=False, usecols=["image_id", "path", "model"])
-            if (prev["model"] == predictor.name).all():
+            prev = pd.read_csv(part, dtype=str, keep_default_na=False)
+            # the same model, and the same columns (a run with / without the benign output)
+            if list(prev.columns) == columns and (prev["model"] == predictor.name).all():
                 done = set(prev["path"]) | set(prev["image_id"])
             else:
                 part.unlink()
@@ -296,7 +316,7 @@ def predict(
         new_file = not part.exists()
         new_regions = not rpart.exists()
         with part.open("a", newline="", encoding="utf-8") as fh, rpart.open("a", newline="", encoding="utf-8") as rfh:
-            writer = csv.DictWriter(fh, fieldnames=_STREAM_COLUMNS)
+            writer = csv.DictWriter(fh, fieldnames=columns)
             rwriter = csv.DictWriter(rfh, fieldnames=REGION_COLUMNS)
             if new_file:
                 writer.writeheader()
@@ -323,9 +343,11 @@ def predict(
         if bar is not None:
             bar.stop()
 
-    df = pd.read_csv(part, dtype={c: str for c in _STREAM_COLUMNS if c not in ("score", "logit")}, keep_default_na=False)
-    df["score"] = pd.to_numeric(df["score"], errors="coerce")
-    df["logit"] = pd.to_numeric(df["logit"], errors="coerce")
+    numeric = ("score", "logit", "benign_score", "benign_logit")
+    df = pd.read_csv(part, dtype={c: str for c in columns if c not in numeric}, keep_default_na=False)
+    for c in numeric:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     df = df.drop_duplicates("image_id", keep="last")
     # input order (decode workers finish out of order; a resumed run appends)
     order = {it.path: i for i, it in enumerate(items)}
@@ -337,6 +359,12 @@ def predict(
     os.replace(tmp, paths["images"])
     breast_table(df).to_csv(paths["breast"], index=False)
     exam_table(df).to_csv(paths["exam"], index=False)
+    gmic_path = None
+    if benign:
+        gmic_exam_table(df).to_csv(paths["gmic"], index=False)
+        gmic_path = str(paths["gmic"])
+    else:
+        paths["gmic"].unlink(missing_ok=True)  # a stale one from an earlier run with the benign output
     regions_path = None
     if heatmaps_dir is not None:
         reg = pd.read_csv(rpart, dtype={"image_id": str}, keep_default_na=False)
@@ -359,6 +387,7 @@ def predict(
         qc_path=str(paths["qc"]),
         breast_path=str(paths["breast"]),
         exam_path=str(paths["exam"]),
+        gmic_path=gmic_path,
         regions_path=regions_path,
         dicom=dicom,
         n_rejected=len(qc.rejected),

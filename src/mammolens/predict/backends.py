@@ -23,6 +23,7 @@ NumPy arrays::
     logit         (B,)
     attention     (B, h, w)
     localization  (B, h, w)
+    benign_logit  (B,)        only for a model with the benign output (``model.benign_output``)
 
 A backend that cannot be built (package missing, no compiler, export failure) falls back
 to ``eager`` with the reason logged (``mammolens.predict`` logger) and kept in
@@ -51,6 +52,14 @@ log = logging.getLogger("mammolens.predict")
 BACKENDS = ("eager", "compiled", "onnx", "openvino")
 #: the outputs every backend returns (the model may have more; exports keep these)
 OUTPUT_NAMES = ("logit", "attention", "localization")
+#: outputs a model has only when configured so (kept by every backend and export)
+OPTIONAL_OUTPUT_NAMES = ("benign_logit",)
+
+
+def output_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """The outputs of ``model`` a backend returns: :data:`OUTPUT_NAMES`, plus
+    ``benign_logit`` for a model with the benign output."""
+    return OUTPUT_NAMES + (("benign_logit",) if getattr(model, "benign_output", False) else ())
 INPUT_NAME = "image"
 #: the record of a ``mammolens export`` folder (:mod:`mammolens.predict.export`)
 EXPORT_FILE = "mammolens_export.json"
@@ -92,15 +101,16 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
 
 
 class _Outputs(torch.nn.Module):
-    """The model restricted to :data:`OUTPUT_NAMES`, returned as a tuple (export-friendly)."""
+    """The model restricted to :func:`output_names`, returned as a tuple (export-friendly)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.names = output_names(model)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
-        return tuple(out[k] for k in OUTPUT_NAMES)  # type: ignore[return-value]
+        return tuple(out[k] for k in self.names)
 
 
 class Backend:
@@ -162,7 +172,7 @@ class EagerBackend(Backend):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self.model(x)
-        return {k: out[k].float() for k in OUTPUT_NAMES}
+        return {k: out[k].float() for k in output_names(self.model)}
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.forward_torch(x).items()}
@@ -189,7 +199,9 @@ class CompiledBackend(Backend):
         inductor_config.freezing = True
         self.eager = EagerBackend(model)
         self.device = self.eager.device
-        self.fn = torch.compile(_Outputs(self.eager.model), backend="inductor", dynamic=False)
+        wrapped = _Outputs(self.eager.model)
+        self.names = wrapped.names
+        self.fn = torch.compile(wrapped, backend="inductor", dynamic=False)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         if isinstance(x, np.ndarray):
@@ -197,7 +209,7 @@ class CompiledBackend(Backend):
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             outs = self.fn(x)
-        return {k: v.float().cpu().numpy() for k, v in zip(OUTPUT_NAMES, outs, strict=True)}
+        return {k: v.float().cpu().numpy() for k, v in zip(self.names, outs, strict=True)}
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, image_size: tuple[int, int], *, opset: int = OPSET) -> Path:
@@ -225,7 +237,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: tuple[int,
                 (x,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(wrapped.names),
                 dynamic_shapes=({0: "batch"},),
                 opset_version=opset,
                 optimize=True,
@@ -264,12 +276,13 @@ class OnnxRuntimeBackend(Backend):
         missing = [k for k in OUTPUT_NAMES if k not in names]
         if missing:
             raise BackendUnavailable(f"{onnx_path}: the ONNX graph lacks outputs {missing} (not a mammolens export?)")
+        self.names = OUTPUT_NAMES + tuple(k for k in OPTIONAL_OUTPUT_NAMES if k in names)
         self.input_name = self.session.get_inputs()[0].name
         self.path = Path(onnx_path)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(list(OUTPUT_NAMES), {self.input_name: _as_numpy(x)})
-        return dict(zip(OUTPUT_NAMES, outs, strict=True))
+        outs = self.session.run(list(self.names), {self.input_name: _as_numpy(x)})
+        return dict(zip(self.names, outs, strict=True))
 
 
 class OpenVinoBackend(Backend):
@@ -302,13 +315,14 @@ class OpenVinoBackend(Backend):
         missing = [k for k in OUTPUT_NAMES if k not in self.outputs]
         if missing:
             raise BackendUnavailable(f"{model_path}: the OpenVINO model lacks outputs {missing} (not a mammolens export?)")
+        self.names = OUTPUT_NAMES + tuple(k for k in OPTIONAL_OUTPUT_NAMES if k in self.outputs)
         self.request = self.compiled.create_infer_request()
         self.path = Path(model_path)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         res = self.request.infer({0: _as_numpy(x)})
         # copy: the request's output buffers are reused by the next call
-        return {k: np.array(res[self.outputs[k]], dtype=np.float32, copy=True) for k in OUTPUT_NAMES}
+        return {k: np.array(res[self.outputs[k]], dtype=np.float32, copy=True) for k in self.names}
 
 
 def runtime_backend(fmt: str, model_file: str | Path) -> Backend:
@@ -395,9 +409,12 @@ def compare_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[
     def sig(v: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-v.astype(np.float64)))
 
-    d = {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in OUTPUT_NAMES}
+    d = {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+         for k in OUTPUT_NAMES + OPTIONAL_OUTPUT_NAMES if k in a and k in b}
     d["score"] = float(np.max(np.abs(sig(a["logit"]) - sig(b["logit"]))))
     d["localization_map"] = float(np.max(np.abs(sig(a["localization"]) - sig(b["localization"]))))
+    if "benign_logit" in a and "benign_logit" in b:
+        d["benign_score"] = float(np.max(np.abs(sig(a["benign_logit"]) - sig(b["benign_logit"]))))
     return d
 
 
@@ -412,5 +429,6 @@ __all__ = [
     "compare_outputs",
     "export_onnx",
     "make_backend",
+    "output_names",
     "runtime_backend",
 ]

@@ -14,7 +14,8 @@ The graph takes ``image``: float32 ``(batch, 1, H, W)``, a mammogram preprocesse
 run's settings (``preprocess`` in the JSON: ``mammolens preprocess`` / ``Predictor.preprocess``
 produce it) with values in [0, 1]; intensity normalisation is inside the graph. It returns
 ``logit`` ``(batch,)`` (malignancy probability = sigmoid(logit)), ``attention`` and
-``localization`` ``(batch, h, w)`` on the stride-32 grid (see docs/deploy.md).
+``localization`` ``(batch, h, w)`` on the stride-32 grid, and for a run with the benign
+output ``benign_logit`` ``(batch,)`` (see docs/deploy.md).
 
 Every export is checked before it is written: the runtime's outputs on a test batch must
 match PyTorch's (scores to 1e-4, localisation heatmaps to 1e-3), else the export fails.
@@ -76,8 +77,10 @@ def _operating_point(operating_point: float | None, evaluation: str | Path | Non
     return {"threshold": thr, "level": level, "method": op.get("method"), "chosen_on": op.get("chosen_on"), "source": str(p.resolve())}
 
 
-def _triton_config(fmt: str, name: str, h: int, w: int, gh: int, gw: int, max_batch: int) -> str:
+def _triton_config(fmt: str, name: str, h: int, w: int, gh: int, gw: int, max_batch: int, *, benign: bool = False) -> str:
     platform = 'platform: "onnxruntime_onnx"' if fmt == "onnx" else 'backend: "openvino"'
+    benign_out = (',\n  { name: "benign_logit", data_type: TYPE_FP32, dims: [ 1 ], reshape: { shape: [ ] } }'
+                  if benign else "")
     return f"""# Triton Inference Server model configuration written by `mammolens export`.
 # Put this folder into a model repository (e.g. models/{name}/) and start
 #   tritonserver --model-repository=models
@@ -91,7 +94,7 @@ input [
 output [
   {{ name: "logit", data_type: TYPE_FP32, dims: [ 1 ], reshape: {{ shape: [ ] }} }},
   {{ name: "attention", data_type: TYPE_FP32, dims: [ {gh}, {gw} ] }},
-  {{ name: "localization", data_type: TYPE_FP32, dims: [ {gh}, {gw} ] }}
+  {{ name: "localization", data_type: TYPE_FP32, dims: [ {gh}, {gw} ] }}{benign_out}
 ]
 instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
 """
@@ -222,7 +225,12 @@ def export_run(
         score_tol, heatmap_tol = INT8_SCORE_TOL, INT8_HEATMAP_TOL
     else:
         score_tol, heatmap_tol = SCORE_TOL, HEATMAP_TOL
-    ok = diff["score"] <= score_tol and diff["localization_map"] <= heatmap_tol
+    has_benign = "benign_logit" in ref
+    if has_benign and "benign_logit" not in got:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise CheckpointError(f"{run}: the {fmt} export lost the benign output (benign_logit); nothing written")
+    ok = (diff["score"] <= score_tol and diff["localization_map"] <= heatmap_tol
+          and diff.get("benign_score", 0.0) <= score_tol)
     if not ok:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise CheckpointError(
@@ -230,7 +238,9 @@ def export_run(
             f"{diff['score']:.2e} > {score_tol:g} or heatmap difference {diff['localization_map']:.2e} > {heatmap_tol:g}); nothing written"
         )
     gh, gw = ref["localization"].shape[-2:]
-    (out / "config.pbtxt").write_text(_triton_config(fmt, out.name or "mammolens", h, w, gh, gw, max_batch), encoding="utf-8")
+    (out / "config.pbtxt").write_text(
+        _triton_config(fmt, out.name or "mammolens", h, w, gh, gw, max_batch, benign=has_benign), encoding="utf-8"
+    )
     record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "format": fmt,
@@ -252,6 +262,8 @@ def export_run(
             "logit": {"shape": ["batch"], "meaning": "image malignancy logit; probability = 1 / (1 + exp(-logit))"},
             "attention": {"shape": ["batch", int(gh), int(gw)], "meaning": "attention-pooling weights (sum to 1 per image) on the stride-32 grid"},
             "localization": {"shape": ["batch", int(gh), int(gw)], "meaning": "dense malignancy logits on the stride-32 grid (heatmap = sigmoid, upsampled bilinearly to H x W)"},
+            **({"benign_logit": {"shape": ["batch"], "meaning": "image logit of a benign finding (independent of the malignant one); "
+                                 "probability = 1 / (1 + exp(-logit))"}} if has_benign else {}),
         },
         "rollups": {"breast_score": "max of the image probabilities over the breast's views",
                     "exam_score": "max over the exam's breasts"},

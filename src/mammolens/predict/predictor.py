@@ -44,6 +44,9 @@ class Predictor:
     name : str
         Model name (e.g. ``attention_resnet50``).
     checkpoint : Path
+    has_benign : bool
+        The model has the benign output (``model.benign_output``): predictions carry
+        ``benign_score``. False for runs trained without it (and every run before it existed).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Predictor:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.name = config.model.name
+        self.has_benign = bool(config.model.benign_output)
         pre = meta.get("preprocess")
         try:
             self.settings = PreprocessSettings.model_validate(pre) if pre else PreprocessSettings()
@@ -158,7 +162,13 @@ class Predictor:
                 gc = False
             touts = {k: torch.from_numpy(np.asarray(v)) for k, v in out.items()}
             maps = compute_heatmaps(self.model, x, touts, gradcam=bool(gc))
-        return [ImageResult(float(p), float(lg), m) for p, lg, m in zip(probs, logits, maps, strict=True)]
+        res = [ImageResult(float(p), float(lg), m) for p, lg, m in zip(probs, logits, maps, strict=True)]
+        if "benign_logit" in out:  # the benign output (model.benign_output)
+            blog = np.asarray(out["benign_logit"], dtype=np.float32).reshape(-1)
+            bprob = 1.0 / (1.0 + np.exp(-blog.astype(np.float64)))
+            for r, bp, bl in zip(res, bprob, blog, strict=True):
+                r.benign_score, r.benign_logit = float(bp), float(bl)
+        return res
 
     def _forward(self, x: torch.Tensor) -> dict[str, Any]:
         """The backend's outputs, averaged over the run's test-time flips (``predict.tta``)."""
@@ -194,9 +204,9 @@ class Predictor:
         for chunk in score_items(self, items, heatmaps_dir=heatmaps_dir, batch_size=batch_size):
             rows.extend(chunk.rows)
             qc_rows.extend({"path": q.path, "image_id": q.image_id, "reason": q.reason} for q in chunk.qc)
-        from mammolens.predict.table import PRED_COLUMNS, add_rollups
+        from mammolens.predict.table import BENIGN_STREAM_COLUMNS, PRED_COLUMNS, add_rollups
 
-        df = pd.DataFrame(rows, columns=PRED_COLUMNS)
+        df = pd.DataFrame(rows, columns=PRED_COLUMNS + (BENIGN_STREAM_COLUMNS if self.has_benign else []))
         df = add_rollups(df)
         df["error"] = ""
         if qc_rows:
@@ -216,6 +226,7 @@ class Predictor:
             "backend": self.backend.describe(),
             "manifest_hash": self.meta.get("manifest_hash"),
             "version": self.meta.get("version"),
+            "outputs": ["malignant", "benign"] if self.has_benign else ["malignant"],
         }
 
 

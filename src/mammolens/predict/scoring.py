@@ -321,6 +321,7 @@ def score_items(
     # paths against the table's own folder, which a CWD-relative path would miss)
     hdir = Path(heatmaps_dir).resolve() if heatmaps_dir else None
     kind = predictor.config.predict.overlay_kind
+    benign = bool(getattr(predictor, "has_benign", False))
     max_side = predictor.config.predict.overlay_max_side
     if hdir is not None:
         hdir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +368,9 @@ def score_items(
                     "path": item.path,
                     "logit": res.logit,
                 }
+                if benign:
+                    row["benign_score"] = res.benign_score if res.benign_score is not None else np.nan
+                    row["benign_logit"] = res.benign_logit
                 if writer is not None and hdir is not None:
                     fut: Future[tuple[str, str, list[dict[str, Any]]]] = writer.submit(
                         _write_outputs, predictor, item, hdir, res.maps, tf, img, base, kind, max_side, top_k

@@ -95,8 +95,10 @@ def aggregate_scores(
     return out
 
 
-def add_level_scores(df: pd.DataFrame, *, score: str = "score", how: str = "max") -> pd.DataFrame:
-    """Add ``breast_score`` and ``exam_score`` columns (the predictions table's layout).
+def add_level_scores(df: pd.DataFrame, *, score: str = "score", how: str = "max", prefix: str = "") -> pd.DataFrame:
+    """Add ``breast_{prefix}score`` and ``exam_{prefix}score`` columns (the predictions
+    table's layout: ``breast_score``, ``exam_score``; ``prefix="benign_"`` gives
+    ``breast_benign_score``, ``exam_benign_score`` for a second output).
 
     Every image row gets the score of its breast and of its exam (missing key values form
     a group of their own, as in :func:`aggregate_scores` with ``missing_keys="group"``).
@@ -104,8 +106,8 @@ def add_level_scores(df: pd.DataFrame, *, score: str = "score", how: str = "max"
     check_choice(how, ("max", "mean"), name="how")
     check_columns(df, [*BREAST_KEY, score], what="add_level_scores")
     out = df.copy()
-    out["breast_score"] = df.groupby(list(BREAST_KEY), sort=False, dropna=False)[score].transform(how)
-    out["exam_score"] = df.groupby(list(EXAM_KEY), sort=False, dropna=False)[score].transform(how)
+    out[f"breast_{prefix}score"] = df.groupby(list(BREAST_KEY), sort=False, dropna=False)[score].transform(how)
+    out[f"exam_{prefix}score"] = df.groupby(list(EXAM_KEY), sort=False, dropna=False)[score].transform(how)
     return out
 
 

@@ -5,7 +5,9 @@ of smooth noisy tissue against the chest wall (left breast: chest wall on the le
 image, right breast on the right, as displayed in screening). A malignant breast carries
 a bright round lesion, annotated as a malignant ``circle`` in original pixel coordinates;
 a share of the annotations can be withheld (``mask_fraction``) to exercise weak
-supervision. This is far simpler than :mod:`mammolens.data.synthetic` (the DICOM cohort)
+supervision. With ``benign_fraction`` a share of the other breasts carries a benign finding
+(a sharp-edged flat disc, unlike the cancers' soft bright blob), annotated as a benign
+``circle`` with ``outcome`` ``benign``. This is far simpler than :mod:`mammolens.data.synthetic` (the DICOM cohort)
 and is meant to be learnable by the ``tiny`` model in seconds.
 """
 
@@ -54,6 +56,26 @@ def toy_image(
     return img, le
 
 
+def _add_benign(img: np.ndarray, rng: np.random.Generator, *, laterality: str) -> tuple[np.ndarray, dict]:
+    """Put a benign-looking finding (a sharp-edged flat disc) into the breast of ``img``."""
+    h, w = img.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    breast = img > 0
+    ys, xs = np.nonzero(breast)
+    r = min(h, w) * rng.uniform(0.06, 0.08)
+    for _ in range(100):  # a centre well inside the breast
+        k = int(rng.integers(len(ys)))
+        cy, cx = float(ys[k]), float(xs[k])
+        x_from_wall = cx if laterality == "L" else (w - 1 - cx)
+        if x_from_wall > 2 * r and r < cy < h - r and breast[max(0, int(cy - r)) : int(cy + r), max(0, int(cx - r)) : int(cx + r)].all():
+            break
+    disc = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2) <= r * r
+    out = np.where(disc & breast, np.clip(img + 0.3, 0, 1), img).astype(np.float32)
+    le = {"shape": "circle", "cx": round(cx, 2), "cy": round(cy, 2), "r": round(float(r), 2),
+          "pathology": "benign", "kind": "mass"}
+    return out, le
+
+
 def make_toy_cohort(
     out: str | Path,
     *,
@@ -63,11 +85,14 @@ def make_toy_cohort(
     mask_fraction: float = 0.5,
     splits: tuple[float, float, float] = (0.5, 0.25, 0.25),
     seed: int = 0,
+    benign_fraction: float = 0.0,
 ) -> Path:
     """Write ``OUT/images/*.png`` and ``OUT/manifest.csv``; return the manifest path.
 
     Splits are assigned by patient (no leakage) and stratified by outcome, so every split
-    has both classes whenever ``n_patients`` allows.
+    has both classes whenever ``n_patients`` allows. ``benign_fraction``: the share of
+    the patients without cancer given a benign finding in one breast (drawn from a
+    generator of its own: the rest of the cohort is the same as without them).
     """
     import cv2
 
@@ -87,6 +112,15 @@ def make_toy_cohort(
         n_va = int(round(splits[1] * n))
         for i, p in enumerate(g):
             split_of[int(p)] = "train" if i < n_tr else "val" if i < n_tr + n_va else "test"
+    brng = np.random.default_rng([seed, 1])
+    benign_side: dict[int, str] = {}
+    if benign_fraction > 0:
+        neg = [p for p in range(n_patients) if p not in pos_patients]
+        # spread over the splits alike: every split gets benign and normal breasts
+        for sp in ("train", "val", "test"):
+            grp = [p for p in neg if split_of[p] == sp]
+            for p in brng.permutation(grp)[: int(round(benign_fraction * len(grp)))].tolist():
+                benign_side[int(p)] = ("L", "R")[int(brng.integers(2))]
     rows = []
     for p in range(n_patients):
         pid = f"P{p:04d}"
@@ -95,9 +129,14 @@ def make_toy_cohort(
             iid = f"{pid}_{lat}_CC"
             lesion = lat == sick_side
             img, le = toy_image(rng, size, laterality=lat, lesion=lesion)
+            ben = None
+            if benign_side.get(p) == lat:
+                img, ben = _add_benign(img, brng, laterality=lat)
             f = out / "images" / f"{iid}.png"
             cv2.imwrite(str(f), np.round(img * 255).astype(np.uint8))
             lesions = [le] if (le is not None and rng.uniform() < mask_fraction) else []
+            if ben is not None:
+                lesions.append(ben)
             rows.append(
                 {
                     "image_id": iid,
@@ -112,7 +151,7 @@ def make_toy_cohort(
                     "label": int(lesion),
                     "lesions": json.dumps(lesions) if lesions else "",
                     "split": split_of[p],
-                    "outcome": "malignant" if lesion else "normal",
+                    "outcome": "malignant" if lesion else ("benign" if ben is not None else "normal"),
                 }
             )
     return write_manifest(pd.DataFrame(rows), out / "manifest.csv")

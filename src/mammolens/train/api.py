@@ -29,6 +29,7 @@ import pandas as pd
 from mammolens import __version__
 from mammolens.config import Config, config_from_dict, load_config, parse_overrides
 from mammolens.data.manifest import (
+    benign_labels,
     check_no_leakage,
     manifest_hash,
     read_manifest,
@@ -146,7 +147,7 @@ def _history(run: Path) -> list[dict[str, Any]]:
         m = pd.read_csv(f)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return []
-    cols = [c for c in ("epoch", "val_auc", "val_loss", "train_loss_epoch", "lr-Adam") if c in m.columns]
+    cols = [c for c in ("epoch", "val_auc", "val_benign_auc", "val_loss", "train_loss_epoch", "lr-Adam") if c in m.columns]
     if "val_auc" not in m.columns or "epoch" not in m.columns:
         return []
     m = m[cols].copy()
@@ -256,16 +257,43 @@ def _patch_stage(cfg: Config, df: pd.DataFrame, cache_obj: Any, run: Path, mhash
     return load_config(cfg, {"model.pretrained": str(out)}), info
 
 
+def _benign_targets(cfg: Config, train_df: pd.DataFrame, *, where: str) -> tuple[float | None, dict[str, Any] | None]:
+    """Check that the training split can train the benign output; its pos_weight and counts.
+
+    Raises
+    ------
+    ManifestError
+        ``model.benign_output`` is on but the training split has no benign finding, or no
+        image known to be free of one.
+    """
+    if not cfg.model.benign_output:
+        return None, None
+    b = benign_labels(train_df)
+    n_pos, n_neg = int((b == 1).sum()), int((b == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        what = "no benign finding" if n_pos == 0 else "no image known to be free of benign findings"
+        raise ManifestError(
+            f"{where}: model.benign_output is on but the train split has {what} (benign: outcome 'benign' or a lesion "
+            f"with pathology 'benign'; not benign: outcome 'normal' or 'malignant'); turn it off or use a manifest with "
+            f"benign labels"
+        )
+    pw = (n_neg / n_pos) if cfg.train.imbalance == "pos_weight" else None
+    return pw, {"n_train_benign": n_pos, "n_train_not_benign": n_neg, "n_train_benign_unknown": int(b.isna().sum()),
+                "benign_pos_weight": pw}
+
+
 def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.DataFrame, cache_obj: Any,
-                 pos_weight: float | None, accelerator: str, *, progress: bool) -> dict[str, Any]:
+                 pos_weight: float | None, accelerator: str, *, progress: bool,
+                 benign_pos_weight: float | None = None) -> dict[str, Any]:
     """Fit the heads on the frozen backbone's features (:mod:`mammolens.train.heads`)."""
     from mammolens.train.heads import fit_heads
 
-    def items(d: pd.DataFrame) -> list[tuple[Any, Any, int]]:
+    def items(d: pd.DataFrame) -> list[tuple[Any, Any, int, float]]:
         out = []
-        for iid, y in zip(d["image_id"].astype(str), d["label"].astype(int), strict=True):
+        ben = benign_labels(d).astype("Float64").to_numpy(dtype=float, na_value=float("nan"))
+        for iid, y, b in zip(d["image_id"].astype(str), d["label"].astype(int), ben, strict=True):
             img, mask, _ = cache_obj.load(iid)
-            out.append((img, mask, int(y)))
+            out.append((img, mask, int(y), float(b)))
         return out
 
     hc = cfg.heads
@@ -281,10 +309,12 @@ def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.Da
         val_keys=[f"{root}::{i}" for i in val_df["image_id"].astype(str)], epochs=hc.epochs, lr=hc.lr, weight_decay=hc.weight_decay,
         batch_size=hc.batch_size, patience=hc.patience, flip=hc.flip, select=hc.select, loc_weight=cfg.train.loc_weight,
         loc_target=cfg.train.loc_target, pos_weight=pos_weight, seed=cfg.train.seed,
+        benign_weight=cfg.train.benign_weight, benign_pos_weight=benign_pos_weight,
         device="cuda" if accelerator == "gpu" else "cpu",
         on_epoch=None if console is None else (
             lambda r: console.print(f"heads stage: epoch {int(r['epoch'])}/{hc.epochs} loss {r['loss']:.4f}"
-                                    + (f" val AUC {r['val_auc']:.3f}" if "val_auc" in r else ""))),
+                                    + (f" val AUC {r['val_auc']:.3f}" if "val_auc" in r else "")
+                                    + (f" (benign {r['val_benign_auc']:.3f})" if "val_benign_auc" in r else ""))),
     )
     return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
             "seconds": round(res.seconds, 1), "seconds_features": round(res.seconds_features, 1), "history": res.history}
@@ -301,6 +331,7 @@ def _finish_without_whole_image_stage(module: Any, cfg: Config, meta: dict[str, 
     meta.update(status="completed", epochs_run=0, best_val_auc=heads["best_val_auc"],
                 best_checkpoint=str(ckdir / BEST), seconds=round(time.perf_counter() - t0, 1))
     payload = checkpoint_payload(module.model.state_dict(), cfg.model_dump(mode="json"), meta, pos_weight=pos_weight)
+    payload["hyper_parameters"]["benign_pos_weight"] = module.benign_pos_weight
     for name in (BEST, LAST):
         tmp = ckdir / (name + ".tmp")
         torch.save(payload, tmp)
@@ -459,6 +490,7 @@ def _train(
     y = train_df["label"].astype(int).to_numpy()
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
     pos_weight = (n_neg / n_pos) if cfg.train.imbalance == "pos_weight" else None
+    benign_pos_weight, benign_info = _benign_targets(cfg, train_df, where=str(mpath or "manifest"))
 
     settings = getattr(cache_obj, "settings", None)
     settings_d = settings.model_dump(mode="json") if hasattr(settings, "model_dump") else settings
@@ -485,7 +517,11 @@ def _train(
         "created": old_meta.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": "running",
         "patch_stage": patch_info if patch_info is not None else old_meta.get("patch_stage"),
+        # the model's outputs: predict writes benign_score only for a run with "benign"
+        "outputs": ["malignant", "benign"] if cfg.model.benign_output else ["malignant"],
     }
+    if benign_info is not None:
+        meta["benign"] = benign_info
     meta = json.loads(json.dumps(meta, default=str))  # plain types only (safe checkpoint loading)
     run.mkdir(parents=True, exist_ok=True)
     ckdir.mkdir(exist_ok=True)
@@ -495,9 +531,10 @@ def _train(
 
     # -- trainer -------------------------------------------------------------------------
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    module = MammoLitModule(cfg.model_dump(mode="json"), pos_weight=pos_weight, meta=meta)
+    module = MammoLitModule(cfg.model_dump(mode="json"), pos_weight=pos_weight, meta=meta, benign_pos_weight=benign_pos_weight)
     if cfg.heads.enabled and not resume:
-        heads = _heads_stage(cfg, module, train_df, val_df, cache_obj, pos_weight, accelerator, progress=progress)
+        heads = _heads_stage(cfg, module, train_df, val_df, cache_obj, pos_weight, accelerator, progress=progress,
+                             benign_pos_weight=benign_pos_weight)
         meta["heads_stage"] = heads
         module.meta = meta
         write_meta(run, meta)

@@ -18,6 +18,7 @@ the usual whole-image stage (fine-tuning, GPU) may follow.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class _Feats:
     mask: torch.Tensor  # (N, h, w) uint8: the cache mask max-pooled onto the c4 grid (0 / 1 benign / 2 malignant)
     has_mask: torch.Tensor  # (N,) bool
     label: torch.Tensor  # (N,) float
+    benign: torch.Tensor  # (N,) float: benign target (1/0, NaN unknown; the benign output)
     image: np.ndarray  # (N,) index of the source image (a flip shares it)
 
 
@@ -112,7 +114,7 @@ class HeadsResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
+def _features(model: torch.nn.Module, items: Sequence[tuple], *, flip: bool,
               device: str, progress: Callable[[int, int], None] | None, keys: Sequence[str] | None = None) -> _Feats:
     model.eval()
     fp = backbone_fingerprint(model.backbone) if keys is not None else ""
@@ -126,11 +128,13 @@ def _features(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarr
         model.backbone.to(memory_format=torch.contiguous_format)
 
 
-def _features_nhwc(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.ndarray | None, int]], *, flip: bool,
+def _features_nhwc(model: torch.nn.Module, items: Sequence[tuple], *, flip: bool,
                    device: str, progress: Callable[[int, int], None] | None, keys: Sequence[str] | None, fp: str) -> _Feats:
-    c3s, c4s, masks, has, labels, src = [], [], [], [], [], []
+    c3s, c4s, masks, has, labels, benign, src = [], [], [], [], [], [], []
     with torch.inference_mode():
-        for i, (img, mask, label) in enumerate(items):
+        for i, item in enumerate(items):
+            img, mask, label = item[:3]
+            ben = float(item[3]) if len(item) > 3 and item[3] is not None else math.nan
             nviews = 2 if flip else 1
             mk = [(fp, str(keys[i]), bool(v)) for v in range(nviews)] if keys is not None else []
             if mk and all(k in _MEMO for k in mk):
@@ -161,10 +165,12 @@ def _features_nhwc(model: torch.nn.Module, items: Sequence[tuple[np.ndarray, np.
                     masks.append(F.adaptive_max_pool2d(m[None, None], grid)[0, 0].to(torch.uint8))
                     has.append(True)
                 labels.append(float(label))
+                benign.append(ben)
                 src.append(i)
             if progress is not None:
                 progress(i + 1, len(items))
-    return _Feats(torch.cat(c3s), torch.cat(c4s), torch.stack(masks), torch.tensor(has), torch.tensor(labels), np.array(src))
+    return _Feats(torch.cat(c3s), torch.cat(c4s), torch.stack(masks), torch.tensor(has), torch.tensor(labels),
+                  torch.tensor(benign, dtype=torch.float32), np.array(src))
 
 
 def _head_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -173,8 +179,8 @@ def _head_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def fit_heads(
     model: torch.nn.Module,
-    train_items: Sequence[tuple[np.ndarray, np.ndarray | None, int]],
-    val_items: Sequence[tuple[np.ndarray, np.ndarray | None, int]],
+    train_items: Sequence[tuple],
+    val_items: Sequence[tuple],
     *,
     epochs: int = 30,
     lr: float = 1e-3,
@@ -185,6 +191,8 @@ def fit_heads(
     loc_weight: float = 1.0,
     loc_target: str = "malignant",
     pos_weight: float | None = None,
+    benign_weight: float = 1.0,
+    benign_pos_weight: float | None = None,
     seed: int = 0,
     device: str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
@@ -201,20 +209,23 @@ def fit_heads(
         An :class:`~mammolens.models.AttentionMammoNet` or baseline (``forward_features`` /
         ``forward_head``); its backbone is not changed (its batch-norm statistics neither).
     train_items, val_items
-        ``(image, mask or None, label)`` in cache geometry; the validation images choose
-        the epoch kept (best AUC; the last epoch when validation has one class).
+        ``(image, mask or None, label)`` in cache geometry, or ``(image, mask, label,
+        benign)`` with the benign target (1 / 0, NaN unknown) for a model with the benign
+        output; the validation images choose the epoch kept (best malignant AUC; the last
+        epoch when validation has one class).
     epochs, lr, weight_decay, batch_size, patience
         Adam on the head parameters; stop after ``patience`` epochs without a better
         validation AUC.
     flip
         Also train (and validate) on each image's top-bottom flip.
-    loc_weight, loc_target, pos_weight
+    loc_weight, loc_target, pos_weight, benign_weight, benign_pos_weight
         As in :func:`mammolens.train.losses.mammo_loss`.
     progress
         ``progress(phase, done, total)`` while features are computed (``phase`` =
         ``"train"`` or ``"val"``).
     on_epoch
-        Called with each epoch's record (``epoch``, ``loss``, ``val_auc``).
+        Called with each epoch's record (``epoch``, ``loss``, ``val_auc``; with the
+        benign output ``val_benign_auc`` when validation has both benign targets).
     select
         ``best_val``: keep the epoch with the best validation AUC and stop after
         ``patience`` epochs without one; ``last``: run all ``epochs`` and keep the last
@@ -256,16 +267,23 @@ def fit_heads(
     def step(idx: torch.Tensor) -> StepOutput:
         feats = {"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}
         out = model.forward_head(feats)
-        batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx]}
-        loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target)
+        batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx], "benign": tr.benign[idx]}
+        loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target,
+                             benign_weight=benign_weight, benign_pos_weight=benign_pos_weight)
         return StepOutput(loss, weight=len(idx))
 
     def validate(epoch: int, rec: dict[str, float]) -> dict[str, float]:
         if va is None:
             return {}
         y = va.label.numpy()
-        scores = _scores(model, va, device)
-        return {"val_auc": float(auc_score(y, scores))} if len(np.unique(y)) == 2 else {}
+        scores, bscores = _scores(model, va, device)
+        got = {"val_auc": float(auc_score(y, scores))} if len(np.unique(y)) == 2 else {}
+        if bscores is not None:  # a secondary figure: the epoch is chosen by the malignant AUC
+            yb = va.benign.numpy()
+            known = np.isfinite(yb)
+            if len(np.unique(yb[known])) == 2:
+                got["val_benign_auc"] = float(auc_score(yb[known].astype(int), bscores[known]))
+        return got
 
     def heads_state() -> dict[str, torch.Tensor]:
         return copy.deepcopy({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})
@@ -281,11 +299,14 @@ def fit_heads(
     )
 
 
-def _scores(model: torch.nn.Module, f: _Feats, device: str, batch_size: int = 64) -> np.ndarray:
+def _scores(model: torch.nn.Module, f: _Feats, device: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """Malignant logits and (with the benign output, else ``None``) benign logits."""
     model.eval()
-    out = []
+    out, ben = [], []
     with torch.no_grad():
         for i in range(0, len(f.label), batch_size):
             o = model.forward_head({"c3": f.c3[i : i + batch_size].to(device).float(), "c4": f.c4[i : i + batch_size].to(device).float()})
             out.append(o["logit"].float().cpu().numpy())
-    return np.concatenate(out)
+            if "benign_logit" in o:
+                ben.append(o["benign_logit"].float().cpu().numpy())
+    return np.concatenate(out), (np.concatenate(ben) if ben else None)

@@ -11,7 +11,9 @@ classification term uses the attention classifier's logit) where, per image,
 * without one: multiple-instance (weak) supervision: binary cross-entropy between the
   LSE-pooled localisation map (:func:`mammolens.models.lse_pool`) and the image label.
 
-``L_loc`` is the mean over the batch of those per-image terms. Class imbalance is handled
+``L_loc`` is the mean over the batch of those per-image terms. With the benign output
+(``model.benign_output``) ``+ benign_weight * BCE(benign_logit, b; benign_pos_weight)``
+over the images whose benign target ``b`` is known (:func:`benign_loss`). Class imbalance is handled
 by ``pos_weight = n_negative / n_positive`` of the training split on the classification
 term (or by a weighted sampler, ``train.imbalance``; see docs/training.md).
 """
@@ -59,6 +61,26 @@ def balanced_dense_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.where(n_pos > 0, 0.5 * (pos + neg), bce.mean(dim=1))
 
 
+def benign_loss(
+    out: dict[str, torch.Tensor], batch: dict[str, Any], *, pos_weight: float | None = None
+) -> torch.Tensor | None:
+    """BCE of the benign output over the images with a known benign target, or ``None``.
+
+    ``None`` when the model has no benign output or the batch carries no ``benign``
+    targets; ``0`` (connected to the graph) when none of the batch's targets is known
+    (``NaN``), so such images never pull the benign head either way.
+    """
+    if "benign_logit" not in out or "benign" not in batch:
+        return None
+    z = out["benign_logit"].float()
+    t = torch.as_tensor(batch["benign"], dtype=torch.float32, device=z.device)
+    known = torch.isfinite(t)
+    if not known.any():
+        return z.sum() * 0.0
+    pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=z.device)
+    return F.binary_cross_entropy_with_logits(z[known], t[known], pos_weight=pw)
+
+
 def mammo_loss(
     out: dict[str, torch.Tensor],
     batch: dict[str, Any],
@@ -67,8 +89,29 @@ def mammo_loss(
     lse_r: float = 5.0,
     pos_weight: float | None = None,
     loc_target: str = "malignant",
+    benign_weight: float = 1.0,
+    benign_pos_weight: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Return ``(total_loss, parts)``; ``parts`` has ``cls``, ``loc`` tensors and ``n_dense``."""
+    """Return ``(total_loss, parts)``; ``parts`` has ``cls``, ``loc`` (and with the benign
+    output ``benign``) tensors and ``n_dense``."""
+    total, parts = _malignant_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target)
+    ben = benign_loss(out, batch, pos_weight=benign_pos_weight)
+    if ben is not None:
+        parts["benign"] = ben
+        if benign_weight > 0:
+            total = total + benign_weight * ben
+    return total, parts
+
+
+def _malignant_loss(
+    out: dict[str, torch.Tensor],
+    batch: dict[str, Any],
+    *,
+    loc_weight: float,
+    lse_r: float,
+    pos_weight: float | None,
+    loc_target: str,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     logit = out["logit"].float()
     if loc_target == "lesion" and "attention_logit" in out:
         # the localisation map is a lesion detector (benign findings are positives there):

@@ -37,6 +37,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": torch.stack([it["mask"] for it in items]),
         "has_mask": torch.tensor([it["has_mask"] for it in items], dtype=torch.bool),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.float32),
+        "benign": torch.tensor([it.get("benign", float("nan")) for it in items], dtype=torch.float32),
         "image_id": [it["image_id"] for it in items],
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
     }
@@ -65,26 +66,38 @@ class MammoLitModule(pl.LightningModule):
     meta
         Run metadata (preprocessing settings, manifest hash...) stored in every checkpoint
         under ``"mammolens"`` so that a checkpoint alone can be used for prediction.
+    benign_pos_weight
+        ``n_neg / n_pos`` of the training split's known benign targets (the benign
+        output, ``model.benign_output``, with ``train.imbalance == "pos_weight"``).
     """
 
-    def __init__(self, config: dict[str, Any], pos_weight: float | None = None, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        pos_weight: float | None = None,
+        meta: dict[str, Any] | None = None,
+        benign_pos_weight: float | None = None,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": config, "pos_weight": pos_weight})
+        self.save_hyperparameters({"config": config, "pos_weight": pos_weight, "benign_pos_weight": benign_pos_weight})
         self.cfg: Config = config_from_dict(config)
         self.pos_weight = pos_weight
+        self.benign_pos_weight = benign_pos_weight
         self.meta = dict(meta or {})
         mc = self.cfg.model
         self.model = create_model(mc.name, pretrained=mc.pretrained, **model_kwargs_from_config(mc))
         self.loc_weight = self.cfg.train.loc_weight if mc.kind == "attention" else 0.0
         freeze_backbone(self.model, self.cfg.train.freeze)
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val_benign: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(x)
 
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         return mammo_loss(out, batch, loc_weight=self.loc_weight, lse_r=self.cfg.model.lse_r, pos_weight=self.pos_weight,
-                          loc_target=self.cfg.train.loc_target)
+                          loc_target=self.cfg.train.loc_target, benign_weight=self.cfg.train.benign_weight,
+                          benign_pos_weight=self.benign_pos_weight)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch["image"])
@@ -99,6 +112,8 @@ class MammoLitModule(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=False)
         self.log("train_cls", parts["cls"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log("train_loc", parts["loc"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        if "benign" in parts:
+            self.log("train_benign", parts["benign"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -106,9 +121,12 @@ class MammoLitModule(pl.LightningModule):
         loss, _ = self.compute_loss(out, batch)
         n = torch.tensor(float(batch["image"].shape[0]), device=loss.device)
         self._val.append((torch.sigmoid(out["logit"].float()).detach(), batch["label"].detach().float(), (loss.detach() * n).reshape(1)))
+        if "benign_logit" in out and "benign" in batch:
+            self._val_benign.append((torch.sigmoid(out["benign_logit"].float()).detach(), batch["benign"].detach().float().to(loss.device)))
 
     def on_validation_epoch_start(self) -> None:
         self._val = []
+        self._val_benign = []
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -124,7 +142,19 @@ class MammoLitModule(pl.LightningModule):
         auc = binary_auc(y.cpu().numpy(), p.cpu().numpy())
         self.log("val_loss", val_loss, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_auc", float(auc) if math.isfinite(auc) else 0.5, prog_bar=True, rank_zero_only=False)
+        if self._val_benign:
+            # a secondary figure: model selection and early stopping stay on the malignant AUC
+            pb = torch.cat([v[0] for v in self._val_benign])
+            yb = torch.cat([v[1] for v in self._val_benign])
+            if self.trainer.world_size > 1:
+                pb = self.all_gather(pb).reshape(-1)
+                yb = self.all_gather(yb).reshape(-1)
+            known = torch.isfinite(yb)
+            bauc = binary_auc(yb[known].cpu().numpy(), pb[known].cpu().numpy()) if bool(known.any()) else float("nan")
+            if math.isfinite(bauc):
+                self.log("val_benign_auc", float(bauc), rank_zero_only=False)
         self._val = []
+        self._val_benign = []
 
     def configure_optimizers(self) -> dict[str, Any]:
         oc = self.cfg.optim
