@@ -123,3 +123,20 @@ def test_service_scorer_loads_an_export(run, tmp_path):
     for f, r in res.items():
         assert r.heatmap is not None and r.heatmap.is_file()
         assert abs(r.score - float(ref.set_index("path").loc[str(f), "score"])) <= 1e-4
+
+
+def test_export_keeps_the_benign_output(tmp_path):
+    """A run with the benign output exports benign_logit too; the export folder predicts it."""
+    from mammolens.serve.scoring import write_untrained_run
+
+    brun = write_untrained_run(tmp_path / "brun", image_size=SIZE, seed=6, overrides={"model.benign_output": True})
+    out = tmp_path / "deploy_benign"
+    rec = export_run(brun, "onnx", out)
+    assert "benign_logit" in rec["outputs"] and rec["check"]["max_abs_diff"]["benign_score"] <= 1e-4
+    assert 'name: "benign_logit"' in (out / "config.pbtxt").read_text()
+    x = list(np.random.default_rng(1).random((2, *SIZE), dtype=np.float32))
+    ref = load_predictor(brun).predict_arrays(x)
+    got = load_predictor(out).predict_arrays(x)
+    assert load_predictor(out).has_benign
+    for a, b in zip(ref, got, strict=True):
+        assert a.benign_score is not None and abs(a.benign_score - b.benign_score) <= 1e-4

@@ -88,6 +88,8 @@ def print_headline(head: dict) -> None:
                       f"specificity {ci(head['specificity'], True)}")
     if head.get("delong_p_vs_baseline") is not None:
         console.print(f"vs baseline: paired DeLong p = {head['delong_p_vs_baseline']:.3g}")
+    if head.get("benign_auc_image"):
+        console.print(f"benign output (secondary), benign vs normal images: AUC {ci(head['benign_auc_image'])}")
     if head.get("reader_auc_unaided"):
         console.print(f"readers: AUC unaided {ci(head['reader_auc_unaided'])}, aided {ci(head.get('reader_auc_aided'))}")
     console.print(f"report: {head['report']}")

@@ -69,6 +69,9 @@ class EvaluationResult:
         if rs:
             head["reader_auc_unaided"] = rs.get("reader_average", {}).get("unaided")
             head["reader_auc_aided"] = rs.get("reader_average", {}).get("aided")
+        ben = self.results.get("performance_benign")
+        if ben and ben.get("levels", {}).get("image"):  # secondary: the benign output
+            head["benign_auc_image"] = ben["levels"]["image"]["auc"]
         head["report"] = str(self.report_path)
         return head
 

@@ -58,7 +58,7 @@ from mammolens.evaluate.inputs import (
 from mammolens.evaluate.sections.calibration import calibration_section
 from mammolens.evaluate.sections.cohort import cohort_section, flow_section
 from mammolens.evaluate.sections.interpretability import gallery_section, localisation_section
-from mammolens.evaluate.sections.performance import comparison_section, performance_section
+from mammolens.evaluate.sections.performance import benign_section, comparison_section, performance_section
 from mammolens.evaluate.sections.readers import reader_section
 from mammolens.evaluate.sections.subgroups import subgroup_section
 from mammolens.jsonio import to_json
@@ -260,6 +260,8 @@ def _evaluate_into(
     step("performance")
     perf, ptabs, curves = performance_section(tabs, val_tabs, label=model_name, seed=seed)
     results["performance"] = perf
+    # secondary: the benign output's benign-vs-normal AUC (None without benign_score)
+    results["performance_benign"] = benign_section(ev)
     tables.update(ptabs)
     for lv, c in curves.items():
         fig = F.roc_figure([c], title=f"ROC, {lv} level ({split} split, n={perf[lv]['n']}, {perf[lv]['n_pos']} malignant)")

@@ -78,6 +78,38 @@ def performance_section(
     return section, tables, curves
 
 
+def benign_section(image_tab: pd.DataFrame) -> dict[str, Any] | None:
+    """The benign output's AUC, benign vs normal, as a secondary figure (or ``None``).
+
+    Only for predictions with a ``benign_score`` column (a run with ``model.benign_output``)
+    on a manifest that says which images hold a benign finding
+    (:func:`mammolens.data.manifest.benign_labels`). Malignant images and breasts are left
+    out: the question is whether the benign output tells benign findings from normal
+    tissue. Every other figure of the report uses the malignant ``score``.
+    """
+    from mammolens.data.manifest import benign_labels
+    from mammolens.stats.levels import aggregate_scores
+
+    if "benign_score" not in image_tab.columns:
+        return None
+    d = image_tab.assign(_benign=benign_labels(image_tab).astype("Float64").astype(float),
+                         benign_score=pd.to_numeric(image_tab["benign_score"], errors="coerce"))
+    d = d[d["_benign"].notna() & d["benign_score"].notna()]
+    out: dict[str, Any] = {"truth": "benign finding (outcome 'benign' or a benign lesion) vs none, among non-malignant "
+                           "images / breasts", "score": "benign_score", "levels": {}}
+    for level in ("image", "breast"):
+        # a breast: max of its images' benign scores and truths; malignant when any image is
+        t = d if level == "image" else aggregate_scores(d.assign(label=d["label"].astype(float)), level="breast",
+                                                        score=["benign_score", "label"], truth="_benign", missing_keys="group")
+        t = t[t["label"] == 0]
+        y = t["_benign"].to_numpy(float).astype(int)
+        if len(t) == 0 or len(np.unique(y)) < 2:
+            continue
+        out["levels"][level] = {"n": int(len(y)), "n_benign": int(y.sum()), "n_normal": int((1 - y).sum()),
+                                "auc": _auc(y, t["benign_score"].to_numpy(float), t["patient_id"].to_numpy())}
+    return out if out["levels"] else None
+
+
 def comparison_section(
     tabs_a: dict[str, pd.DataFrame],
     tabs_b: dict[str, pd.DataFrame],
