@@ -9,14 +9,16 @@
 # Configurations (each a `mammolens cv` folder under OUT):
 #   mias          the preset: ImageNet EfficientNet-Lite0 (offline weights), frozen, heads
 #                 fitted on its features at 200 um (1024x832), every finding supervising
-#                 the localisation map, top-bottom flip at test time
+#                 the localisation map, top-bottom flip at test time, contralateral
+#                 difference score (w = 0.5)
 #   um400         the preset at 400 um (512x416 cache): 200 vs 400 um
 #   random400     um400 with random initial weights: ImageNet vs random (at 400 um, affordable)
 #   malignant     the localisation map supervised with malignant outlines only
 #   finetune      + Shen et al.'s patch stage fine-tuning the trunk (patch.enabled=true)
 #   previous      the previous recipe (tiny ResNet trained from scratch on patches, frozen,
 #                 whole-image stage at 400 um; session 2's mias preset)
-# The contralateral-difference ablation is in each cv.json (`contralateral`).
+# The contralateral-difference ablation is in each cv.json (`contralateral`) and in
+# mias_compare_contralateral.json (score vs the image's own logit, every seed).
 set -euo pipefail
 OUT=${1:-runs/mias_cv}
 DATA=${2:-../shared/datasets/mini-mias}
@@ -52,4 +54,6 @@ for other in um400 malignant finetune previous; do
   $M cv-compare "$OUT/cv_mias" "$OUT/cv_$other" --out "$RES/mias_compare_mias_vs_$other.json"
 done
 [ -f "$OUT/cv_random400/cv.json" ] && $M cv-compare "$OUT/cv_um400" "$OUT/cv_random400" --out "$RES/mias_compare_um400_vs_random400.json"
+# the preset's contralateral-difference score against the image's own (logit), per seed
+[ -f "$OUT/cv_mias/cv.json" ] && $M cv-compare "$OUT/cv_mias" "$OUT/cv_mias" --score-a score --score-b logit --out "$RES/mias_compare_contralateral.json"
 exit 0

@@ -263,18 +263,18 @@ def cross_validate(
                 pt = time.perf_counter()
                 predict(run, fdir / "manifest.csv", out=pred_csv, split="test", cache=cache,
                         heatmaps_dir=fdir / "heatmaps" if heatmaps else None, progress=progress, resume=False)
-                p = _with_truth(pd.read_csv(pred_csv), df, contra_w)
-                y = p["label"].astype(int).to_numpy()
                 rec = {
                     "seed": seed, "fold": k, "n_train": int((m["split"] == "train").sum()), "n_val": int((m["split"] == "val").sum()),
                     "n_test": int((m["split"] == "test").sum()), "best_val_auc": best_val,
-                    "test": _auc_summary(y, p["score"].to_numpy(float), None),
                     "seconds_train": train_s, "seconds_predict": round(time.perf_counter() - pt, 1),
                     "seconds": round(time.perf_counter() - ft, 1),
                 }
+            p = _with_truth(pd.read_csv(pred_csv), df, contra_w)
+            # the fold's test AUC under this configuration's scoring (a resumed fold too)
+            rec["test"] = _auc_summary(p["label"].astype(int).to_numpy(), p["score"].to_numpy(float), None)
+            if not rec.get("resumed"):
                 write_json(done, rec)
             fold_recs.append(rec)
-            p = _with_truth(pd.read_csv(pred_csv), df, contra_w)
             p["fold"] = k
             preds.append(p)
             if on_fold is not None:
