@@ -48,7 +48,7 @@ run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny -
     --set patch.background_per_image=12 --set patch.epochs=10 --set patch.freeze=none --set patch.batch_size=64 \
     --set heads.enabled=false --set train.freeze=backbone --set train.max_epochs=30 --set train.early_stop_patience=10 \
     --set optim.lr=3e-3 --set optim.plateau_patience=3 --set train.loc_target=malignant --set data.batch_size=8 \
-    --set data.augment.hflip=0.5 --set predict.tta=[]
+    --set data.augment.hflip=0.5 --set predict.tta=[] --set predict.contralateral=0
 for other in um400 malignant finetune previous; do
   [ -f "$OUT/cv_$other/cv.json" ] || continue
   $M cv-compare "$OUT/cv_mias" "$OUT/cv_$other" --out "$RES/mias_compare_mias_vs_$other.json"
