@@ -197,7 +197,7 @@ def pretrain_patches_from_cache(
         See :func:`~mammolens.train.patch_pretrain.sample_patches` (``classes`` 2:
         background / lesion, 3: background / benign / malignant).
     epochs, batch_size, lr, augment, seed, max_steps
-        See :func:`~mammolens.train.patch_pretrain.pretrain_backbone`.
+        See :func:`~mammolens.train.patch_pretrain.patch_pretrain_backbone`.
     device
         ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
     progress
