@@ -1,7 +1,7 @@
 """int8 against float32: speed, and the AUC change on the same test images.
 
-``mammolens export --int8`` quantises a trained run after training (NNCF for OpenVINO,
-ONNX Runtime's static quantisation for ONNX). This measures, in one run:
+``mammolens export --int8`` quantises a trained run after training (ONNX Runtime's static
+quantisation, QDQ; for OpenVINO the same graph converted to IR). This measures, in one run:
 
 1. **accuracy** on a finished demo (``--demo DIR``, the output of ``mammolens demo``): the
    attention model exported as float32 and as int8 for both runtimes (calibrated on the

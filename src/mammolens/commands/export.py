@@ -28,7 +28,7 @@ def export(
     operating_point: float | None = typer.Option(None, "--operating-point", help="Decision threshold on the probability to record."),
     evaluation: Path | None = typer.Option(None, "--evaluation", help="`mammolens evaluate` output: record its validation-chosen operating point."),
     level: Level = typer.Option(Level.exam, "--level", help="Level the operating point applies to."),
-    int8: bool = typer.Option(False, "--int8", help="Post-training int8 quantisation (NNCF for openvino, ONNX Runtime for onnx); checked against float32 at looser tolerances. Off by default."),
+    int8: bool = typer.Option(False, "--int8", help="Post-training int8 quantisation (ONNX Runtime static quantisation; openvino: the same graph as IR); checked against float32 at looser tolerances. Off by default."),
     calibration: Path | None = typer.Option(None, "--calibration", help="--int8: cache folder (`mammolens preprocess` at the run's size) of calibration images; default the run's training cache."),
     calibration_size: int | None = typer.Option(None, "--calibration-size", min=1, help="--int8: calibration images (default 128)."),
     json_out: bool = typer.Option(False, "--json", help="Print the export record as JSON to stdout."),
