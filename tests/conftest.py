@@ -156,5 +156,17 @@ def pytest_runtest_protocol(item, nextitem):
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for rep in _CHILD_RESULTS[module].get(item.nodeid, []):
         item.ihook.pytest_runtest_logreport(report=rep)
+    # what runtestprotocol's teardown does: leave the setup stack as ``nextitem`` needs it
+    # (the module and package nodes the previous in-process item set up are torn down
+    # here when this item ends its package)
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.environ.get(_CHILD_REPORTS):
+        return
+    for it in items:  # the parent only waits for the child, whose tests keep their own timeouts
+        if it.get_closest_marker("own_process") is not None:
+            it.add_marker(pytest.mark.timeout(0), append=False)
