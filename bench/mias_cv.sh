@@ -12,7 +12,8 @@
 #                 the localisation map, top-bottom flip at test time, contralateral
 #                 difference score (w = 0.5)
 #   um400         the preset at 400 um (512x416 cache): 200 vs 400 um
-#   random400     um400 with random initial weights: ImageNet vs random (at 400 um, affordable)
+#   random400     um400 with random initial weights: ImageNet vs random at 400 um
+#   random200     the preset with random initial weights: ImageNet vs random at 200 um
 #   malignant     the localisation map supervised with malignant outlines only
 #   finetune      + Shen et al.'s patch stage fine-tuning the trunk (patch.enabled=true)
 #   previous      the previous recipe (tiny ResNet trained from scratch on patches, frozen,
@@ -23,7 +24,7 @@ set -euo pipefail
 OUT=${1:-runs/mias_cv}
 DATA=${2:-../shared/datasets/mini-mias}
 SEEDS=${3:-0,1,2}
-ONLY=${ONLY:-"mias um400 random400 malignant finetune previous"}
+ONLY=${ONLY:-"mias um400 random400 random200 malignant finetune previous"}
 M=${MAMMOLENS:-.venv/bin/mammolens}
 RES=${RESULTS:-bench/results}
 mkdir -p "$OUT" "$RES"
@@ -41,6 +42,7 @@ run() {  # name cache extra-args...
 run mias cache_1024x832
 run um400 cache_512x416 --set data.cache_size=512x416
 run random400 cache_512x416 --set data.cache_size=512x416 --set model.pretrained=none
+run random200 cache_1024x832 --set model.pretrained=none
 run malignant cache_1024x832 --set train.loc_target=malignant
 run finetune cache_1024x832 --set patch.enabled=true
 run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny --set model.tiny_width=16 \
@@ -49,7 +51,7 @@ run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny -
     --set heads.enabled=false --set train.freeze=backbone --set train.max_epochs=30 --set train.early_stop_patience=10 \
     --set optim.lr=3e-3 --set optim.plateau_patience=3 --set train.loc_target=malignant --set data.batch_size=8 \
     --set data.augment.hflip=0.5 --set predict.tta=[] --set predict.contralateral=0
-for other in um400 malignant finetune previous; do
+for other in um400 random200 malignant finetune previous; do
   [ -f "$OUT/cv_$other/cv.json" ] || continue
   $M cv-compare "$OUT/cv_mias" "$OUT/cv_$other" --out "$RES/mias_compare_mias_vs_$other.json"
 done
