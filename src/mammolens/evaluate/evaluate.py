@@ -58,7 +58,11 @@ from mammolens.evaluate.inputs import (
 from mammolens.evaluate.sections.calibration import calibration_section
 from mammolens.evaluate.sections.cohort import cohort_section, flow_section
 from mammolens.evaluate.sections.interpretability import gallery_section, localisation_section
-from mammolens.evaluate.sections.performance import benign_section, comparison_section, performance_section
+from mammolens.evaluate.sections.performance import (
+    benign_section,
+    comparison_section,
+    performance_section,
+)
 from mammolens.evaluate.sections.readers import reader_section
 from mammolens.evaluate.sections.subgroups import subgroup_section
 from mammolens.jsonio import to_json
