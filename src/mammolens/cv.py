@@ -289,14 +289,15 @@ def cross_validate(
         lesions = df.set_index(df["image_id"].astype(str))["lesions"]
         oof_l = oof.assign(lesions=oof["image_id"].astype(str).map(lesions))
         y = oof["label"].astype(int).to_numpy()
+        fold_mean, fold_sd = _mean_sd([(r.get("test") or {}).get("auc") for r in fold_recs])
         result.per_seed[seed] = {
             "oof": str(oof_path),
             "pooled": _auc_summary(y, oof["score"].to_numpy(float), oof["patient_id"].astype(str).to_numpy()),
             # pooling puts five separately trained models' scores on one scale, which
             # costs AUC when their scales differ; the mean of the folds' own AUCs is the
             # figure that does not pay that price (report both)
-            "fold_auc_mean": _mean_sd([(r.get("test") or {}).get("auc") for r in fold_recs])[0],
-            "fold_auc_sd": _mean_sd([(r.get("test") or {}).get("auc") for r in fold_recs])[1],
+            "fold_auc_mean": fold_mean,
+            "fold_auc_sd": fold_sd,
             "folds": fold_recs,
             "missing_images": missing,
             "localization": _hit_rates(oof_l, oof_path.parent) if heatmaps else None,
@@ -315,9 +316,9 @@ def _with_truth(pred: pd.DataFrame, df: pd.DataFrame, contralateral: float = 0.0
     pred["image_id"] = pred["image_id"].astype(str)
     pred["label"] = pred["image_id"].map(truth).astype(int)
     if "contralateral_logit" in pred.columns and "logit" in pred.columns:
-        contra = pd.to_numeric(pred["contralateral_logit"], errors="coerce").fillna(0.0).to_numpy(float)
-        z = pred["logit"].to_numpy(float) - contralateral * contra
-        pred["score"] = 1.0 / (1.0 + np.exp(-z))
+        from mammolens.predict.api import contralateral_score
+
+        pred["score"] = contralateral_score(pred["logit"], pred["contralateral_logit"], contralateral)
     return pred
 
 

@@ -86,10 +86,16 @@ def add_contralateral(df: pd.DataFrame, *, weight: float = 0.0) -> pd.DataFrame:
     contra = contralateral_values(df.assign(laterality=df["laterality"].fillna("").astype(str)), value="logit")
     df["contralateral_logit"] = contra
     if weight > 0:
-        z = df["logit"].to_numpy(float) - weight * contra.fillna(0.0).to_numpy(float)
         has = contra.notna().to_numpy()
-        df.loc[has, "score"] = 1.0 / (1.0 + np.exp(-z[has]))
+        df.loc[has, "score"] = contralateral_score(df["logit"], contra, weight)[has]
     return df
+
+
+def contralateral_score(logit: Any, contralateral_logit: Any, weight: float) -> np.ndarray:
+    """``sigmoid(logit - weight * contralateral_logit)``; an image whose other breast has no
+    image of that view (NaN) keeps ``sigmoid(logit)``."""
+    contra = pd.to_numeric(pd.Series(np.asarray(contralateral_logit, dtype=float)), errors="coerce").fillna(0.0).to_numpy(float)
+    return 1.0 / (1.0 + np.exp(-(np.asarray(logit, dtype=float) - weight * contra)))
 
 
 def _scan_folder(folder: Path) -> list[Path]:
