@@ -8,6 +8,7 @@ import pytest
 from mammolens.data.lesions import Lesion
 from mammolens.data.preprocess import (
     PreprocessSettings,
+    breast_region,
     chest_wall_on_left,
     parse_size,
     preprocess_image,
@@ -284,3 +285,33 @@ def test_chest_wall_side_is_one_rule_for_preprocess_and_viewer():
     assert not chest_wall_on_left(ramp)
     # nothing to segment (blank): no error, the viewer still hangs the image
     assert chest_wall_on_left(np.full((64, 48), 0.3, np.float32)) in (True, False)
+
+
+def _breast_region_reference(image, threshold=0.05):
+    """The mask as the patch sampler first defined it (train/patch_pretrain.py), kept here
+    to pin its numbers across the move to the pixel layer."""
+    import cv2
+
+    m = (np.asarray(image, dtype=np.float32) > threshold).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return m.astype(bool)
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def test_breast_region_is_the_largest_bright_component_of_a_preprocessed_image():
+    img = np.zeros((40, 30), np.float32)
+    img[5:35, :12] = 0.4  # the breast against the chest wall
+    img[2:4, 25:28] = 0.9  # a small bright blob (a marker the crop left)
+    img[20, 5] = 0.03  # below the threshold: a hole in the mask
+    got = breast_region(img)
+    assert got.dtype == bool and got.shape == img.shape
+    assert got[5:35, :12].sum() == 30 * 12 - 1 and not got[20, 5]
+    assert not got[2:4, 25:28].any() and got.sum() == 30 * 12 - 1
+    assert not breast_region(np.zeros((8, 8), np.float32)).any()
+    assert breast_region(img, threshold=0.5)[2:4, 25:28].all()  # only the blob is above 0.5
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        noisy = rng.random((33, 27)).astype(np.float32) * 0.1
+        for t in (0.05, 0.08):
+            np.testing.assert_array_equal(breast_region(noisy, threshold=t), _breast_region_reference(noisy, t))

@@ -100,13 +100,46 @@ def test_features_in_channels_last_equal_the_nchw_forward():
     torch.manual_seed(0)
     m = create_model("attention_efficientnet_lite0", pretrained="none").eval()
     items = _items(2, 3)
-    feats = heads._features(m, items, flip=True, device="cpu", progress=None)
+    with heads._channels_last(m.backbone):
+        conv = next(p for p in m.backbone.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        feats = heads._features(m, items, flip=True, device="cpu", progress=None)
     with torch.inference_mode():
         x = torch.from_numpy(items[1][0])[None, None]
         ref = m.forward_features(torch.cat([x, torch.flip(x, dims=[-2])]))
     assert torch.allclose(feats.c4[2:].float(), ref["c4"], atol=2e-2, rtol=1e-2)
     assert torch.allclose(feats.c3[2:].float(), ref["c3"], atol=2e-2, rtol=1e-2)
     # the model is handed back in its usual layout
+    assert all(p.is_contiguous() for p in m.parameters())
+
+
+def test_fit_heads_converts_the_backbone_to_channels_last_once_for_both_passes(monkeypatch):
+    """One NHWC round trip per fit (per CV fold), not one per feature pass; the model is
+    handed back in NCHW and the memo's fingerprint is taken once."""
+    monkeypatch.setattr(heads, "_MEMO", heads.FeatureMemo())
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4)
+    formats: list[torch.memory_format] = []
+    real_to = m.backbone.to
+
+    def recording_to(*args, **kwargs):
+        if "memory_format" in kwargs:
+            formats.append(kwargs["memory_format"])
+        return real_to(*args, **kwargs)
+
+    monkeypatch.setattr(m.backbone, "to", recording_to)
+    fps = {"n": 0}
+    real_fp = heads.backbone_fingerprint
+
+    def counting_fp(backbone):
+        fps["n"] += 1
+        return real_fp(backbone)
+
+    monkeypatch.setattr(heads, "backbone_fingerprint", counting_fp)
+    fit_heads(m, _items(4, 0), _items(2, 1), epochs=1, train_keys=[f"t{i}" for i in range(4)],
+              val_keys=[f"v{i}" for i in range(2)])
+    assert formats == [torch.channels_last, torch.contiguous_format]
+    assert fps["n"] == 1
     assert all(p.is_contiguous() for p in m.parameters())
 
 

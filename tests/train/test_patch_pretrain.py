@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mammolens.data.preprocess import breast_region  # noqa: E402
 from mammolens.errors import ConfigError  # noqa: E402
 from mammolens.train.patch_pretrain import (  # noqa: E402
     PATCH_BACKGROUND,
     PATCH_BENIGN,
     PATCH_MALIGNANT,
-    breast_region,
     patch_pretrain,
     patch_pretrain_backbone,
     sample_patches,

@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mammolens.data.augment import view_augment  # noqa: E402
+from mammolens.data.preprocess import breast_region  # noqa: E402
 from mammolens.errors import ConfigError, LeakageError  # noqa: E402
 from mammolens.models import build_backbone, create_model  # noqa: E402
 from mammolens.train import ssl_pretrain as ssl  # noqa: E402
-from mammolens.train.patch_pretrain import breast_region  # noqa: E402
 from mammolens.train.ssl_pretrain import (  # noqa: E402
     SimCLRNet,
     nt_xent,
@@ -208,3 +208,19 @@ def test_bad_inputs_raise_config_error(tmp_path) -> None:
         with pytest.raises(ConfigError):
             call()
             pytest.fail(f"bad call {i} did not raise")
+
+
+def test_simclr_takes_the_breast_mask_from_the_pixel_layer_not_the_patch_stage():
+    """One owner of the breast mask of a preprocessed image (mammolens.data.preprocess):
+    SimCLR does not reach into the patch-classifier module for it."""
+    import ast
+    import inspect
+
+    from mammolens.train import patch_pretrain
+
+    tree = ast.parse(inspect.getsource(ssl))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "mammolens.train.patch_pretrain" not in imported
+    assert "mammolens.data.preprocess" in imported
+    assert patch_pretrain.breast_region is breast_region  # the patch sampler uses the same one

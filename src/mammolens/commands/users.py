@@ -63,14 +63,12 @@ def add(
 def list_users(db: str = DB_OPT, data: Path = DATA_OPT, json_out: bool = typer.Option(False, "--json")) -> None:
     """List accounts. Example: mammolens users list --json"""
     with cli_errors():
-        from sqlalchemy import select
-
-        from mammolens.serve.models import User
+        from mammolens.serve import queries
 
         database = _database(db, data)
         with database.session() as s:
             rows = [{"id": u.id, "username": u.username, "role": u.role, "active": u.active}
-                    for u in s.scalars(select(User).order_by(User.id)).all()]
+                    for u in queries.list_users(s)]
         database.dispose()
         if json_out:
             emit_json(rows)
@@ -88,16 +86,14 @@ def passwd(
 ) -> None:
     """Set a new password (ends the user's sessions). Example: mammolens users passwd alice"""
     with cli_errors():
-        from sqlalchemy import select
-
         from mammolens.errors import ConfigError
+        from mammolens.serve import queries
         from mammolens.serve.auth import set_password
-        from mammolens.serve.models import User
 
         database = _database(db, data)
         pw = _password(password_env)
         with database.session() as s:
-            u = s.scalar(select(User).where(User.username == name))
+            u = queries.user_by_name(s, name)
             if u is None:
                 raise ConfigError(f"no user {name!r}")
             set_password(s, u, pw)
@@ -109,17 +105,14 @@ def passwd(
 def disable(name: str = typer.Argument(...), db: str = DB_OPT, data: Path = DATA_OPT) -> None:
     """Disable an account (ends its sessions). Example: mammolens users disable bob"""
     with cli_errors():
-        from sqlalchemy import select
-
         from mammolens.errors import ConfigError
-        from mammolens.serve.models import User
+        from mammolens.serve import queries
 
         database = _database(db, data)
         with database.session() as s:
-            u = s.scalar(select(User).where(User.username == name))
+            u = queries.user_by_name(s, name)
             if u is None:
                 raise ConfigError(f"no user {name!r}")
-            u.active = False
-            u.token_version += 1
+            queries.update_user(s, u, active=False, role=None)
         database.dispose()
         console.print(f"{name!r} disabled")

@@ -273,6 +273,22 @@ def segment_breast(img: np.ndarray, settings: PreprocessSettings, *, where: str 
     return _Segmentation(mask, (y0, y1, x0, x1), fy, fx, fraction, left >= right, asym)
 
 
+def breast_region(image: np.ndarray, *, threshold: float = 0.05) -> np.ndarray:
+    """Boolean mask of the breast in a preprocessed image: pixels brighter than
+    ``threshold``, largest connected component (8-connectivity).
+
+    For images already cropped, flipped and resized by :func:`preprocess_image` (float32
+    in [0, 1], e.g. read back from the cache), where the background is black: a cheap,
+    full-resolution mask that tells the training stages which positions lie inside the
+    breast (the patch sampler's background patches, SimCLR's patch positions). Finding the
+    breast in a raw image (threshold choice, skin line, markers) is
+    :func:`segment_breast`'s job.
+    """
+    m = (np.asarray(image, dtype=np.float32) > threshold).astype(np.uint8)
+    comp = _largest_component(m, m)
+    return comp.astype(bool) if comp is not None else np.zeros(m.shape, dtype=bool)
+
+
 def chest_wall_on_left(img: np.ndarray, settings: PreprocessSettings | None = None) -> bool:
     """Whether the chest wall is on the image's left edge, decided from the pixels.
 

@@ -33,10 +33,10 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammolens.errors import ConfigError
+from mammolens.serve import queries
 from mammolens.serve.models import ROLES, AuthSession, User, utcnow
 
 log = logging.getLogger("mammolens.serve")
@@ -93,7 +93,7 @@ def create_user(session: Session, username: str, password: str, *, role: str = "
     validate_password(password)
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    if session.scalar(select(User).where(User.username == username)) is not None:
+    if queries.user_by_name(session, username) is not None:
         raise ConfigError(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
@@ -163,24 +163,11 @@ def open_session(session: Session, user: User, max_age_s: int) -> str:
     the size of the active sessions.
     """
     now = utcnow()
-    session.query(AuthSession).filter(AuthSession.expires_at < now - timedelta(days=1)).delete(
-        synchronize_session=False
-    )
+    queries.purge_ended_sessions(session, now - timedelta(days=1))
     sid = secrets.token_urlsafe(24)
     session.add(AuthSession(id=sid, user_id=user.id, created_at=now, expires_at=now + timedelta(seconds=max_age_s)))
     session.flush()
     return sid
-
-
-def session_active(session: Session, info: SessionInfo) -> bool:
-    """Whether the session ``info`` names is on record, not revoked and not expired."""
-    row = session.get(AuthSession, info.sid)
-    return (
-        row is not None
-        and row.user_id == info.user_id
-        and row.revoked_at is None
-        and row.expires_at > utcnow()
-    )
 
 
 def revoke_session(session: Session, sid: str) -> None:
@@ -259,7 +246,7 @@ class LoginThrottle:
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.username == username))
+    user = queries.user_by_name(session, username)
     if user is None:
         _hasher.hash(password)  # same cost whether or not the user exists
         return None

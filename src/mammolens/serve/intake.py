@@ -21,11 +21,11 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from mammolens.errors import InputError
 from mammolens.qc import QCTable
+from mammolens.serve import queries
 from mammolens.serve.db import Database
 from mammolens.serve.models import Image, Study, utcnow
 from mammolens.serve.storage import Storage, digest_name
@@ -304,18 +304,12 @@ def _upsert_study(
     """Add ``insts`` to the study ``study_uid`` (created if new); returns (study id,
     new images, duplicates, instances whose UID belongs to an image of another study)."""
     with db.session() as s:
-        elsewhere = set(
-            s.scalars(
-                select(Image.sop_instance_uid)
-                .join(Study, Study.id == Image.study_id)
-                .where(Image.sop_instance_uid.in_([f.sop_instance_uid for f in insts]), Study.study_uid != study_uid)
-            ).all()
-        )
+        elsewhere = queries.image_uids_in_other_studies(s, [f.sop_instance_uid for f in insts], study_uid)
         clash = [f for f in insts if f.sop_instance_uid in elsewhere]
         insts = [f for f in insts if f.sop_instance_uid not in elsewhere]
         if not insts:
             return 0, 0, 0, clash
-        study = s.scalar(select(Study).where(Study.study_uid == study_uid))
+        study = queries.study_by_uid(s, study_uid)
         if study is None:
             first = insts[0]
             study = Study(
@@ -329,9 +323,7 @@ def _upsert_study(
             )
             s.add(study)
             s.flush()
-        known = set(
-            s.scalars(select(Image.sop_instance_uid).where(Image.study_id == study.id)).all()
-        )
+        known = queries.study_image_uids(s, study.id)
         new = dup = 0
         for f in insts:
             if f.sop_instance_uid in known:

@@ -16,10 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import select
-
+from mammolens.serve import queries
 from mammolens.serve.db import Database
-from mammolens.serve.models import Image, Output, Study
+from mammolens.serve.models import Output, Study
 from mammolens.serve.scoring import heatmap_original
 from mammolens.serve.storage import Storage, digest_name
 
@@ -63,7 +62,7 @@ def write_study_outputs(
         st = s.get(Study, study_id)
         if st is None or st.status != "scored":
             return {}
-        imgs = s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
+        imgs = queries.study_images(s, study_id)
         exam, model = float(st.exam_score), st.model or "mammolens"
         items = []
         for im in imgs:

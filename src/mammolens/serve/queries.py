@@ -1,29 +1,36 @@
-"""The database queries of the HTTP layer: every ``select``, ``update`` and ORM change the
-routes and their dependencies make goes through a function here.
+"""The service's database queries: every SQL statement mammolens runs on the service
+database (``select``, ``update``, ``delete``) is built and executed by a function here.
 
-The routes (``serve/routes``) decide what HTTP answers; this module decides what SQL
-runs. Functions take an open :class:`~sqlalchemy.orm.Session` (the request's, from
-:func:`mammolens.serve.deps.db_session`) and return ORM rows or plain values; they never
-commit (the session's owner does) and never raise HTTP errors (``None`` means "not
-there, or not for this user", which the route turns into a 404).
+The routes (``serve/routes``) decide what HTTP answers, the background queues
+(``worker.py``, ``outputs.py``), the intake (``intake.py``), the accounts (``auth.py``)
+and the ``mammolens users`` command decide what happens and when; this module decides
+what SQL runs. Functions take an open :class:`~sqlalchemy.orm.Session` (the request's,
+from :func:`mammolens.serve.deps.db_session`, or the caller's ``with db.session()``)
+and return ORM rows or plain values; they never commit (the session's owner does, so a
+claim and the change it guards stay one transaction) and never raise HTTP errors
+(``None`` means "not there, or not for this user", which the route turns into a 404).
+Callers still load rows by primary key (``s.get``), add, delete and change ORM objects
+in their own sessions: that is the unit of work, not a query.
 
 The reader-study blinding rule lives here too (:func:`ai_visible`, :func:`may_open`),
-since it is a query on the reader's case list. The background queues (scoring, DICOM
-outputs), the intake and the account functions keep their SQL next to their logic, in
-``worker.py``, ``outputs.py``, ``intake.py`` and ``auth.py``.
+since it is a query on the reader's case list.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from mammolens.serve.auth import CurrentUser, SessionInfo, session_active
-from mammolens.serve.models import Image, Read, ReaderCase, Study, User, utcnow
+from mammolens.serve.models import AuthSession, Image, Read, ReaderCase, Study, User, utcnow
+
+if TYPE_CHECKING:  # auth.py queries through this module: only its types here
+    from mammolens.serve.auth import CurrentUser, SessionInfo
 
 # --------------------------------------------------------------------------- health
 
@@ -47,8 +54,33 @@ def signed_in_user(s: Session, info: SessionInfo) -> User | None:
     return user
 
 
+def session_active(s: Session, info: SessionInfo) -> bool:
+    """Whether the session ``info`` names is on record, not revoked and not expired."""
+    row = s.get(AuthSession, info.sid)
+    return (
+        row is not None
+        and row.user_id == info.user_id
+        and row.revoked_at is None
+        and row.expires_at > utcnow()
+    )
+
+
+def purge_ended_sessions(s: Session, before: datetime) -> None:
+    """Delete the session rows that expired before ``before`` (in bulk: the ORM objects
+    of the session are not synchronised, none of them is loaded)."""
+    s.execute(
+        delete(AuthSession).where(AuthSession.expires_at < before),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def get_user(s: Session, user_id: int) -> User | None:
     return s.get(User, user_id)
+
+
+def user_by_name(s: Session, username: str) -> User | None:
+    """The account named ``username`` (active or not)."""
+    return s.scalar(select(User).where(User.username == username))
 
 
 def list_users(s: Session) -> Sequence[User]:
@@ -207,7 +239,34 @@ def studies_by_id(s: Session, ids: Sequence[int]) -> Sequence[Study]:
     return s.scalars(select(Study).where(Study.id.in_(ids))).all()
 
 
+def study_by_uid(s: Session, study_uid: str) -> Study | None:
+    """The study with DICOM Study Instance UID ``study_uid``."""
+    return s.scalar(select(Study).where(Study.study_uid == study_uid))
+
+
 # --------------------------------------------------------------------------- images
+
+
+def study_images(s: Session, study_id: int) -> Sequence[Image]:
+    """The study's images, in the order they were stored (by id)."""
+    return s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
+
+
+def study_image_uids(s: Session, study_id: int) -> set[str]:
+    """SOP Instance UIDs of the study's images."""
+    return set(s.scalars(select(Image.sop_instance_uid).where(Image.study_id == study_id)).all())
+
+
+def image_uids_in_other_studies(s: Session, uids: Iterable[str], study_uid: str) -> set[str]:
+    """Those of ``uids`` that are SOP Instance UIDs of images of a study other than
+    ``study_uid`` (an instance belongs to one study)."""
+    return set(
+        s.scalars(
+            select(Image.sop_instance_uid)
+            .join(Study, Study.id == Image.study_id)
+            .where(Image.sop_instance_uid.in_(list(uids)), Study.study_uid != study_uid)
+        ).all()
+    )
 
 
 def viewable_image(s: Session, image_id: int, user: CurrentUser) -> tuple[Image, bool] | None:
@@ -220,6 +279,92 @@ def viewable_image(s: Session, image_id: int, user: CurrentUser) -> tuple[Image,
     show_ai = ai_visible(s, user, im.study)
     s.expunge(im)
     return im, show_ai
+
+
+# --------------------------------------------------------------------------- scoring queue
+#
+# The queue is the ``studies`` table itself (worker.py): ``status`` queued -> scoring ->
+# scored | failed, and for the DICOM outputs ``pacs_status`` pending -> writing ->
+# written | stored | failed. A claim is a conditional ``UPDATE ... WHERE <still in the
+# state read>``: of several workers (threads, processes, on SQLite or PostgreSQL) that
+# read the same candidate, exactly one updates a row; the others see a row count of 0
+# and look again.
+
+
+def reset_interrupted(s: Session, *, max_attempts: int) -> int:
+    """Studies left in ``scoring`` back to ``queued``, or ``failed`` (with the reason)
+    once they have used up ``max_attempts``; DICOM outputs left in ``writing`` back to
+    ``pending``, or ``failed`` likewise. Returns the number of studies re-queued."""
+    now = utcnow()
+    s.execute(
+        update(Study)
+        .where(Study.status.in_(("scoring", "queued")), Study.attempts >= max_attempts)
+        .values(
+            status="failed",
+            error=f"scoring was interrupted {max_attempts} times (the scoring process died or the "
+            "server stopped while scoring this study); not retried",
+            updated_at=now,
+        )
+    )
+    res = s.execute(update(Study).where(Study.status == "scoring").values(status="queued", updated_at=now))
+    s.execute(
+        update(Study)
+        .where(Study.pacs_status == "writing", Study.output_attempts >= max_attempts)
+        .values(pacs_status="failed")
+    )
+    s.execute(update(Study).where(Study.pacs_status == "writing").values(pacs_status="pending"))
+    return int(res.rowcount or 0)
+
+
+def next_queued_study(s: Session, *, max_attempts: int | None = None) -> int | None:
+    """The id of the study queued longest (with ``max_attempts``: among those with
+    attempts left), or ``None``; a candidate for :func:`claim_study`."""
+    q = select(Study.id).where(Study.status == "queued")
+    if max_attempts is not None:
+        q = q.where(Study.attempts < max_attempts)
+    return s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
+
+
+def claim_study(s: Session, study_id: int) -> bool:
+    """Move the study from ``queued`` to ``scoring`` and count an attempt, if it is still
+    queued; ``False`` when another worker took it first."""
+    res = s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == "queued")
+        .values(status="scoring", attempts=Study.attempts + 1, updated_at=utcnow())
+    )
+    return res.rowcount == 1
+
+
+def next_pending_outputs(s: Session, study_id: int | None = None) -> int | None:
+    """The id of the scored study whose DICOM outputs have waited longest (``study_id``:
+    that one, if pending), or ``None``; a candidate for :func:`claim_study_outputs`."""
+    q = select(Study.id).where(Study.status == "scored", Study.pacs_status == "pending")
+    if study_id is not None:
+        q = q.where(Study.id == study_id)
+    return s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
+
+
+def claim_study_outputs(s: Session, study_id: int) -> bool:
+    """Move the study's DICOM outputs from ``pending`` to ``writing`` and count an
+    attempt, if they are still pending; ``False`` when another worker took them first."""
+    res = s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == "scored", Study.pacs_status == "pending")
+        .values(pacs_status="writing", output_attempts=Study.output_attempts + 1)
+    )
+    return res.rowcount == 1
+
+
+def release_outputs(s: Session, study_id: int) -> None:
+    """Clear the claim of outputs that turned out to have nothing to write (``writing``
+    -> ``""``); a claim that has since changed hands is left alone."""
+    s.execute(update(Study).where(Study.id == study_id, Study.pacs_status == "writing").values(pacs_status=""))
+
+
+def scoring_busy(s: Session) -> bool:
+    """Whether any study is queued or being scored."""
+    return s.scalar(select(Study.id).where(Study.status.in_(("queued", "scoring"))).limit(1)) is not None
 
 
 # --------------------------------------------------------------------------- reader study

@@ -27,11 +27,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, update
-
 from mammolens.errors import InputError
+from mammolens.serve import queries
 from mammolens.serve.db import Database
-from mammolens.serve.models import Image, Study, utcnow
+from mammolens.serve.models import Study, utcnow
 from mammolens.serve.scoring import Scorer, heatmap_original, heatmap_peak
 from mammolens.serve.storage import Storage, digest_name
 from mammolens.stats.levels import roll_up
@@ -46,26 +45,8 @@ def requeue_interrupted(db: Database, *, max_attempts: int = 3) -> int:
     A study that has used up its attempts is marked ``failed`` instead: when the scoring
     process died on it every time, re-queueing it would only take it down again.
     """
-    now = utcnow()
     with db.session() as s:
-        s.execute(
-            update(Study)
-            .where(Study.status.in_(("scoring", "queued")), Study.attempts >= max_attempts)
-            .values(
-                status="failed",
-                error=f"scoring was interrupted {max_attempts} times (the scoring process died or the "
-                "server stopped while scoring this study); not retried",
-                updated_at=now,
-            )
-        )
-        res = s.execute(update(Study).where(Study.status == "scoring").values(status="queued", updated_at=now))
-        s.execute(
-            update(Study)
-            .where(Study.pacs_status == "writing", Study.output_attempts >= max_attempts)
-            .values(pacs_status="failed")
-        )
-        s.execute(update(Study).where(Study.pacs_status == "writing").values(pacs_status="pending"))
-        return int(res.rowcount or 0)
+        return queries.reset_interrupted(s, max_attempts=max_attempts)
 
 
 def claim_next(db: Database, *, max_attempts: int | None = None) -> int | None:
@@ -76,18 +57,10 @@ def claim_next(db: Database, *, max_attempts: int | None = None) -> int | None:
     """
     for _ in range(10):
         with db.session() as s:
-            q = select(Study.id).where(Study.status == "queued")
-            if max_attempts is not None:
-                q = q.where(Study.attempts < max_attempts)
-            sid = s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
+            sid = queries.next_queued_study(s, max_attempts=max_attempts)
             if sid is None:
                 return None
-            res = s.execute(
-                update(Study)
-                .where(Study.id == sid, Study.status == "queued")
-                .values(status="scoring", attempts=Study.attempts + 1, updated_at=utcnow())
-            )
-            if res.rowcount == 1:
+            if queries.claim_study(s, sid):
                 return sid
     return None
 
@@ -97,18 +70,10 @@ def claim_outputs(db: Database, study_id: int | None = None) -> int | None:
     that one only); marks it ``writing`` and counts an attempt."""
     for _ in range(10):
         with db.session() as s:
-            q = select(Study.id).where(Study.status == "scored", Study.pacs_status == "pending")
-            if study_id is not None:
-                q = q.where(Study.id == study_id)
-            sid = s.scalar(q.order_by(Study.updated_at, Study.id).limit(1))
+            sid = queries.next_pending_outputs(s, study_id)
             if sid is None:
                 return None
-            res = s.execute(
-                update(Study)
-                .where(Study.id == sid, Study.status == "scored", Study.pacs_status == "pending")
-                .values(pacs_status="writing", output_attempts=Study.output_attempts + 1)
-            )
-            if res.rowcount == 1:
+            if queries.claim_study_outputs(s, sid):
                 return sid
     return None
 
@@ -128,7 +93,7 @@ def score_study(
     'pending'``) in the same transaction as its scores.
     """
     with db.session() as s:
-        imgs = s.scalars(select(Image).where(Image.study_id == study_id).order_by(Image.id)).all()
+        imgs = queries.study_images(s, study_id)
         files = {im.id: storage.resolve("instances", im.file) for im in imgs}
         labels = {str(files[im.id]): f"image #{im.id} ({im.laterality} {im.view})".replace(" )", ")") for im in imgs}
         attempts = s.get(Study, study_id).attempts
@@ -180,8 +145,9 @@ def score_study(
         st = s.get(Study, study_id)
         if st is None:  # deleted while scoring
             return "deleted"
-        current = set(s.scalars(select(Image.id).where(Image.study_id == study_id)).all())
-        images = [im for im in s.scalars(select(Image).where(Image.study_id == study_id)).all() if im.id in scored]
+        now_stored = queries.study_images(s, study_id)
+        current = {im.id for im in now_stored}
+        images = [im for im in now_stored if im.id in scored]
         # the model's own roll-ups; where it gave none, the one rule of mammolens.stats.levels
         by_breast, exam_score = roll_up([(im.laterality, scored[im.id]["score"]) for im in images])
         for im in images:
@@ -305,7 +271,7 @@ class Worker:
                     st.pacs_status = "failed" if st.output_attempts >= self.max_attempts else "pending"
             return
         with self.db.session() as s:  # the writer found nothing to write
-            s.execute(update(Study).where(Study.id == sid, Study.pacs_status == "writing").values(pacs_status=""))
+            queries.release_outputs(s, sid)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -324,10 +290,8 @@ class Worker:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self.db.session() as s:
-                n = s.scalar(
-                    select(Study.id).where(Study.status.in_(("queued", "scoring"))).limit(1)
-                )
-            if n is None:
+                busy = queries.scoring_busy(s)
+            if not busy:
                 return True
             time.sleep(0.1)
         return False

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mammolens.data.preprocess import breast_region
 from mammolens.errors import ConfigError, LeakageError
 from mammolens.train.loop import StepOutput, run_epochs
 
@@ -145,18 +146,6 @@ def _window_sum(a: np.ndarray, p: int) -> np.ndarray:
     ii = np.zeros((h + p + 1, w + p + 1), dtype=np.float64)
     ii[1:, 1:] = pad.cumsum(0).cumsum(1)
     return ii[p : p + h, p : p + w] - ii[:h, p : p + w] - ii[p : p + h, :w] + ii[:h, :w]
-
-
-def breast_region(image: np.ndarray, *, threshold: float = 0.05) -> np.ndarray:
-    """Boolean mask of the breast (pixels brighter than ``threshold``, largest component)."""
-    import cv2
-
-    m = (np.asarray(image, dtype=np.float32) > threshold).astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 1:
-        return m.astype(bool)
-    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return lab == big
 
 
 def sample_patches(

@@ -16,7 +16,7 @@ Method
 ------
 * **Patches.** Square patches of ``patch_size`` pixels, fully inside the image and with
   at least ``min_breast_fraction`` of their pixels inside the breast
-  (:func:`mammolens.train.patch_pretrain.breast_region`): patches of black background
+  (:func:`mammolens.data.preprocess.breast_region`): patches of black background
   would be trivially identical and teach nothing. :func:`ssl_pretrain` draws a **fresh
   set of positions every epoch** (``resample=True``) -- the images are unlabeled, so
   every position is a valid sample and more variety costs nothing.
@@ -143,7 +143,7 @@ class _PatchSampler:
         min_breast_fraction: float,
         breast_threshold: float,
     ) -> None:
-        from mammolens.train.patch_pretrain import breast_region
+        from mammolens.data.preprocess import breast_region
 
         if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < MIN_PATCH:
             raise ConfigError(f"patch_size must be an integer >= {MIN_PATCH} pixels, got {patch_size!r}")
@@ -235,7 +235,7 @@ def sample_unlabeled_patches(
         Image ids that must not give any patch (the held-out images of a fold).
     min_breast_fraction
         Least fraction of a patch's pixels inside the breast
-        (:func:`mammolens.train.patch_pretrain.breast_region` at ``breast_threshold``).
+        (:func:`mammolens.data.preprocess.breast_region` at ``breast_threshold``).
     seed
         Random seed: the result is deterministic given the inputs and the seed.
     return_origins
