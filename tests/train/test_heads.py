@@ -101,8 +101,7 @@ def test_features_in_channels_last_equal_the_nchw_forward():
     m = create_model("attention_efficientnet_lite0", pretrained="none").eval()
     items = _items(2, 3)
     with heads._channels_last(m.backbone):
-        conv = next(p for p in m.backbone.parameters() if p.dim() == 4)
-        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in m.backbone.parameters() if p.dim() == 4)
         feats = heads._features(m, items, flip=True, device="cpu", progress=None)
     with torch.inference_mode():
         x = torch.from_numpy(items[1][0])[None, None]
