@@ -96,6 +96,31 @@ def test_cli_users_and_serve_help(tmp_path: Path, tiny_run: Path, monkeypatch):
     assert r.exit_code == 1 and "8 characters" in r.output
     r = runner.invoke(app, ["users", "list", "--db", db, "--json"])
     assert r.exit_code == 0 and "carol" in r.output
+    # a new password and disabling both end the issued sessions (token_version moves on)
+    from mammolens.serve import queries
+    from mammolens.serve.auth import verify_password
+    from mammolens.serve.db import Database
+
+    def carol():
+        database = Database(db)
+        with database.session() as s:
+            u = queries.user_by_name(s, "carol")
+        database.dispose()
+        return u
+
+    v0 = carol().token_version
+    monkeypatch.setenv("MAMMOLENS_PASSWORD", PASSWORD + "-new")
+    r = runner.invoke(app, ["users", "passwd", "carol", "--db", db])
+    assert r.exit_code == 0, r.output
+    u = carol()
+    assert u.token_version == v0 + 1 and verify_password(u.password_hash, PASSWORD + "-new") and u.active
+    r = runner.invoke(app, ["users", "disable", "carol", "--db", db])
+    assert r.exit_code == 0, r.output
+    u = carol()
+    assert u.token_version == v0 + 2 and not u.active
+    for cmd in ("passwd", "disable"):
+        r = runner.invoke(app, ["users", cmd, "nobody", "--db", db])
+        assert r.exit_code == 1 and "no user 'nobody'" in r.output
     r = runner.invoke(app, ["serve", "--help"])
     assert r.exit_code == 0 and "--model" in r.output and "--pacs" in r.output
     r = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing")])
