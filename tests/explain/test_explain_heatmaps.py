@@ -69,3 +69,37 @@ def test_overlay_png(tmp_path):
     assert cv2.imread(str(p)).shape[:2] == (100, 150)
     with pytest.raises(ValueError):
         overlay_rgb(img, hm[:10])
+
+
+def test_colormap_table_matches_interpolated_stops():
+    """The lookup table is the five inferno stops interpolated linearly (within 0.1 of a level)."""
+    from mammolens.explain.colormap import _STOPS, heat_colormap, heat_colormap_u8
+
+    v = np.random.default_rng(0).random((64, 48)).astype(np.float32)
+    exact = np.stack([np.interp(v, _STOPS[:, 0], _STOPS[:, c + 1]) for c in range(3)], axis=-1)
+    got = heat_colormap(v)
+    assert got.shape == (64, 48, 3) and got.dtype == np.float32
+    assert np.abs(got - exact).max() < 0.1
+    np.testing.assert_array_equal(heat_colormap_u8(v), np.rint(got).astype(np.uint8))
+    # NaN and out-of-range values are clamped, as before
+    np.testing.assert_allclose(heat_colormap(np.array([np.nan, -1.0, 2.0])), [[0, 0, 4], [0, 0, 4], [252, 255, 164]])
+
+
+def test_overlay_matches_float_blend():
+    """The uint8 blend equals grey * (1 - w) + colour * w in float within one level."""
+    from mammolens.explain.colormap import _STOPS
+
+    rng = np.random.default_rng(1)
+    img = rng.random((120, 90)).astype(np.float32)
+    img[:10] = 0.0  # air: stays grey
+    hm = rng.random((120, 90)).astype(np.float32)
+    hm[:, :5] = 0.0  # outside the crop: stays grey
+    colors = np.stack([np.interp(hm, _STOPS[:, 0], _STOPS[:, c + 1]) for c in range(3)], axis=-1) / 255.0
+    w = 0.4 * (0.25 + 0.75 * hm)
+    w = np.where(((hm > 0) & (img > img.min() + 0.02))[..., None], w[..., None], 0.0)
+    ref = (np.repeat(img[..., None], 3, axis=2) * (1 - w) + colors * w) * 255
+    got = overlay_rgb(img, hm)
+    assert got.dtype == np.uint8 and got.shape == (120, 90, 3)
+    assert np.abs(got.astype(float) - ref).max() <= 1.0
+    grey = np.rint(img[:10] * 255)
+    assert np.abs(got[:10].astype(float) - grey[..., None]).max() <= 1.0

@@ -151,3 +151,22 @@ def _garbage_j2k(tmp_path, pydicom, encapsulate, syntax):
     p = tmp_path / "garbage_j2k.dcm"
     ds.save_as(p, enforce_file_format=True)
     return p
+
+
+def test_pool_start_runs_the_workers_before_the_first_item(behave):
+    """``start()`` launches the workers (and their initializer) without waiting; the pool
+    then maps as usual, and a dead worker is still replaced."""
+    import time
+
+    with IsolatedPool(2, behave, timeout=120) as pool:
+        assert pool.start() is pool
+        procs = dict(getattr(pool._executor, "_processes", None) or {})
+        deadline = time.monotonic() + 120
+        while len(procs) < 2 and time.monotonic() < deadline:  # spawned by the manager thread
+            time.sleep(0.05)
+            procs = dict(getattr(pool._executor, "_processes", None) or {})
+        assert len(procs) == 2
+        by = dict(pool.map_unordered(["ok:1", "segv", "ok:2"]))
+    assert by["ok:1"] == "done 1" and by["ok:2"] == "done 2"
+    assert "SIGSEGV" in by["segv"].reason
+    assert pool._executor is None

@@ -289,3 +289,47 @@ def test_test_time_vflip_averages_the_image_and_its_flip(toy_run):
     la, lb = (logit(np.clip(m, 1e-6, 1 - 1e-6)) for m in (a[0].maps["localization"], a[1].maps["localization"][::-1]))
     assert np.allclose(b.maps["localization"], expit((la + lb) / 2), atol=1e-3)
     assert abs(b.logit - a[0].logit) > 1e-7  # the flip changed something: the test can fail
+
+
+def test_decode_pool_is_started_before_the_model_and_closed(toy_run, tmp_path, monkeypatch):
+    """predict() starts its decode workers before loading the model (their start-up
+    overlaps the loading) and closes them; a caller's pool is used and left open."""
+    import mammolens.predict.api as api_mod
+    import mammolens.predict.predictor as predictor_mod
+    from mammolens.predict.scoring import start_decode_pool
+
+    manifest, _, run = toy_run
+    m = pd.read_csv(manifest)
+    files = [str(Path(manifest).parent / p) for p in m["path"][:4]]
+    events: list[str] = []
+    pools = []
+    real_start, real_load = start_decode_pool, predictor_mod.load_predictor
+
+    def start(n):
+        events.append("pool")
+        pools.append(real_start(n))
+        return pools[-1]
+
+    def load(*a, **k):
+        events.append("model")
+        return real_load(*a, **k)
+
+    monkeypatch.setattr("mammolens.predict.scoring.start_decode_pool", start)
+    monkeypatch.setattr(predictor_mod, "load_predictor", load)
+    df = predict(run, files, tmp_path / "a.csv", progress=False, batch_size=2)
+    assert events == ["pool", "model"] and len(df) == 4
+    assert pools[0]._executor is None  # closed
+    # a cache-only run starts no decode workers
+    events.clear()
+    manifest2, cache, _ = toy_run
+    predict(run, [manifest2], tmp_path / "c.csv", cache=cache, progress=False)
+    assert events == ["model"]
+    # the caller's pool: used for every call, left open, same scores as decoding in process
+    with real_start(1) as pool:
+        a = predict(run, files, tmp_path / "p1.csv", progress=False, decode_pool=pool)
+        b = predict(run, files, tmp_path / "p2.csv", progress=False, decode_pool=pool)
+        assert pool._executor is not None
+    c = predict(run, files, tmp_path / "p0.csv", progress=False, workers=0)
+    for other in (b, c):
+        np.testing.assert_allclose(a.set_index("image_id")["score"], other.set_index("image_id").loc[a["image_id"], "score"], atol=1e-6)
+    assert api_mod.predict is predict

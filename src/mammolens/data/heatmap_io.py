@@ -188,10 +188,10 @@ def top_regions(
         if peak < min_score:
             break
         mask = (work >= rel_threshold * peak).astype(np.uint8)
-        _n, labels = cv2.connectedComponents(mask, connectivity=8)
-        region = labels == labels[i, j]
-        ys, xs = np.nonzero(region)
-        box = np.array([[xs.min(), ys.min()], [xs.max() + 1.0, ys.max() + 1.0]], dtype=float)
+        _n, labels, stats, _c = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        lab = labels[i, j]
+        x, y, bw, bh = (int(v) for v in stats[lab, :4])
+        box = np.array([[x, y], [x + bw, y + bh]], dtype=float)
         pk = np.array([[j + 0.5, i + 0.5]], dtype=float)
         if transform is not None:
             box = transform.inverse_points(box)
@@ -204,5 +204,6 @@ def top_regions(
         out.append({"rank": len(out) + 1, "score": round(peak, 6), "x0": round(x0, 2), "y0": round(y0, 2),
                     "x1": round(x1, 2), "y1": round(y1, 2),
                     "peak_x": round(float(np.clip(pk[0, 0], 0, w)), 2), "peak_y": round(float(np.clip(pk[0, 1], 0, h)), 2)})
-        work[region] = 0.0
+        sub = work[y : y + bh, x : x + bw]  # the region lies inside its box
+        sub[labels[y : y + bh, x : x + bw] == lab] = 0.0
     return out

@@ -254,6 +254,10 @@ def run_isolated(
 _END = object()
 
 
+def _noop() -> None:
+    """A task that only makes a worker start (:meth:`IsolatedPool.start`)."""
+
+
 class IsolatedPool:
     """A supervised process pool that survives workers dying on bad inputs.
 
@@ -309,6 +313,18 @@ class IsolatedPool:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> IsolatedPool:
+        return self
+
+    def start(self) -> IsolatedPool:
+        """Start the worker processes now, without waiting for them.
+
+        Their start-up (the fork server, the imports, the ``initializer``) then overlaps
+        what the caller does next, e.g. loading a model, instead of delaying the first
+        item. Returns the pool. Optional: the pool starts on its first item otherwise.
+        """
+        executor = self._get_executor()
+        for _ in range(self.workers):
+            executor.submit(_noop)
         return self
 
     def __exit__(self, *exc: object) -> None:

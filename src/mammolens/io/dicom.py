@@ -948,6 +948,11 @@ def _render(ds: Any, meta: dict[str, Any], path: str | Path, plugin: str, *, voi
     if photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and shape == "INVERSE"):
         pixels = 1.0 - pixels
     pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    # checked before the table is applied (every stored value is in it; a full-field
+    # image has ~200x more pixels than the table has entries)
+    if not np.isfinite(pixels).all():
+        # e.g. a NaN Window Width or Rescale Slope: never hand NaN pixels on as an image
+        raise InputError(path, f"non-finite pixel values (NaN or infinity) after the Modality LUT / VOI ({applied})")
     if table_lo is not None:
         if full_raw.dtype.kind == "u":
             table = np.empty(table_lo + pixels.size, dtype=np.float32)
@@ -955,9 +960,6 @@ def _render(ds: Any, meta: dict[str, Any], path: str | Path, plugin: str, *, voi
             pixels = table[full_raw]
         else:
             pixels = pixels[full_raw.astype(np.int32) - table_lo]
-    if not np.isfinite(pixels).all():
-        # e.g. a NaN Window Width or Rescale Slope: never hand NaN pixels on as an image
-        raise InputError(path, f"non-finite pixel values (NaN or infinity) after the Modality LUT / VOI ({applied})")
     meta = dict(meta)
     meta.update(height=int(pixels.shape[0]), width=int(pixels.shape[1]), bits=int(meta["bits_stored"]),
                 voi_applied=applied, format="dicom", inverted=bool(photometric == "MONOCHROME1" or shape == "INVERSE"))

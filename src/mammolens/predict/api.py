@@ -201,6 +201,7 @@ def predict(
     operating_point: float = 0.5,
     backend: str = "eager",
     workers: int | None = None,
+    decode_pool: Any = None,
 ) -> pd.DataFrame:
     """Score inputs with a trained run and write the prediction tables.
 
@@ -247,7 +248,12 @@ def predict(
     workers
         Processes decoding and preprocessing image files, overlapped with the model
         (crash-safe: :class:`mammolens.io.sandbox.IsolatedPool`); ``0`` decodes in this
-        process. Default: 1 (the model keeps the other cores).
+        process. Default: 1 (the model keeps the other cores). They are started before
+        the model is loaded, so their start-up overlaps it.
+    decode_pool
+        Started decode workers (:func:`mammolens.predict.scoring.start_decode_pool`) to
+        use instead of starting ``workers`` new ones, for a caller that predicts
+        repeatedly; the caller closes it.
 
     Returns
     -------
@@ -258,8 +264,8 @@ def predict(
         ``dicom`` (the ``--dicom-out`` summary or None), ``n_rejected``.
     """
     from mammolens.predict.predictor import Predictor, load_predictor
+    from mammolens.predict.scoring import start_decode_pool
 
-    predictor = run if isinstance(run, Predictor) else load_predictor(run, device=device, backend=backend)
     if batch_size < 1:
         raise ConfigError("batch size must be at least 1")
     if top_k < 0:
@@ -277,13 +283,51 @@ def predict(
         from mammolens.data.cache import open_cache
 
         cache_obj = open_cache(cache) if isinstance(cache, str | Path) else cache
+    items, qc = collect_inputs(list(inputs), cache=cache_obj, split=split)
+    n_workers = 1 if workers is None else int(workers)
+    own_pool = None
+    if decode_pool is None and n_workers > 0 and any(it.source == "file" for it in items):
+        # started before the model is loaded: their start-up (seconds) overlaps the loading
+        own_pool = decode_pool = start_decode_pool(n_workers)
+    try:
+        predictor = run if isinstance(run, Predictor) else load_predictor(run, device=device, backend=backend)
+        return _predict_items(
+            predictor, items, qc, out, cache_obj=cache_obj, heatmaps_dir=heatmaps_dir, batch_size=batch_size, gradcam=gradcam,
+            progress=progress, resume=resume, top_k=top_k, dicom_out=dicom_out, stow=stow, operating_point=operating_point,
+            workers=n_workers, decode_pool=decode_pool,
+        )
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+
+
+def _predict_items(
+    predictor: Any,
+    items: list[FileItem],
+    qc: QCTable,
+    out: str | Path,
+    *,
+    cache_obj: Any,
+    heatmaps_dir: str | Path | None,
+    batch_size: int,
+    gradcam: bool | None,
+    progress: bool,
+    resume: bool,
+    top_k: int,
+    dicom_out: str | Path | None,
+    stow: str | None,
+    operating_point: float,
+    workers: int,
+    decode_pool: Any,
+) -> pd.DataFrame:
+    """:func:`predict` once the model is loaded and the inputs collected."""
+    if cache_obj is not None:
         csize = tuple(cache_obj.settings.size)
         if csize != tuple(predictor.image_size):
             raise ConfigError(
-                f"cache {getattr(cache_obj, 'root', cache)} has images of {csize[0]}x{csize[1]} but the model was trained on "
+                f"cache {getattr(cache_obj, 'root', cache_obj)} has images of {csize[0]}x{csize[1]} but the model was trained on "
                 f"{predictor.image_size[0]}x{predictor.image_size[1]}; preprocess with --size {predictor.image_size[0]}x{predictor.image_size[1]} or drop --cache"
             )
-    items, qc = collect_inputs(list(inputs), cache=cache_obj, split=split)
     paths = _output_paths(out)
     paths["images"].parent.mkdir(parents=True, exist_ok=True)
     if dicom_out is not None and heatmaps_dir is None:
@@ -335,7 +379,8 @@ def predict(
                 heatmaps_dir=heatmaps_dir,
                 batch_size=batch_size,
                 gradcam=gradcam,
-                workers=1 if workers is None else workers,
+                workers=workers,
+                pool=decode_pool,
                 on_item=(lambda: bar.advance(task)) if bar is not None else None,
                 top_k=top_k,
             ):

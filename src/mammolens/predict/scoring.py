@@ -144,7 +144,11 @@ def _decode(task: _DecodeTask) -> tuple[FileItem, np.ndarray, Any, np.ndarray | 
 
 
 def _worker_init() -> None:
-    """Decode workers use one thread each: the model's threads keep the other cores."""
+    """Decode workers use one thread each: the model's threads keep the other cores.
+
+    The preprocessing modules are imported here, at start-up (which
+    :func:`start_decode_pool` overlaps with loading the model), not on the first image.
+    """
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import cv2
@@ -152,6 +156,20 @@ def _worker_init() -> None:
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - a dependency
         pass
+    import mammolens.data.preprocess  # noqa: F401
+
+
+def start_decode_pool(workers: int) -> Any:
+    """``workers`` crash-safe decode processes for :func:`score_items`, started now.
+
+    Starting them takes seconds (a fresh interpreter, its imports); a caller that starts
+    the pool before loading the model overlaps the two, and one that scores several
+    batches of files (a benchmark, a long-running caller) starts it once and passes it to
+    every call. The caller closes it (``pool.close()``, or ``with``).
+    """
+    from mammolens.io.sandbox import IsolatedPool
+
+    return IsolatedPool(max(1, int(workers)), _decode, initializer=_worker_init).start()
 
 
 _DONE = object()
@@ -216,13 +234,14 @@ class _Prefetch:
 
 
 def _load_stream(
-    predictor: Any, items: list[FileItem], cache: Any, workers: int, want_base: bool
+    predictor: Any, items: list[FileItem], cache: Any, workers: int, want_base: bool, pool: Any = None
 ) -> Iterator[tuple[FileItem, Any]]:
     """Yield ``(item, (img, tf, base))`` or ``(item, InputError)`` for every item.
 
     Cache items are read here; image files are decoded and preprocessed by ``workers``
-    crash-safe processes (:class:`~mammolens.io.sandbox.IsolatedPool`), in completion
-    order, or in this process when ``workers`` is 0.
+    crash-safe processes (:class:`~mammolens.io.sandbox.IsolatedPool`; ``pool`` when
+    given, left open), in completion order, or in this process when ``workers`` is 0
+    and no pool is given.
     """
     settings = predictor.settings.model_dump(mode="json")
     max_side = predictor.config.predict.overlay_max_side if want_base else None
@@ -239,6 +258,14 @@ def _load_stream(
             files.append(_DecodeTask(item, settings, tuple(predictor.image_size), max_side))
     if not files:
         return
+    if pool is not None:
+        for t, res in pool.map_unordered(files):
+            if isinstance(res, InputError):
+                yield t.item, res
+            else:
+                it, img, tf, base = res
+                yield it, (img, tf, base)
+        return
     if workers <= 0:
         for t in files:
             try:
@@ -249,13 +276,8 @@ def _load_stream(
         return
     from mammolens.io.sandbox import IsolatedPool
 
-    with IsolatedPool(min(workers, len(files)), _decode, initializer=_worker_init) as pool:
-        for t, res in pool.map_unordered(files):
-            if isinstance(res, InputError):
-                yield t.item, res
-            else:
-                it, img, tf, base = res
-                yield it, (img, tf, base)
+    with IsolatedPool(min(workers, len(files)), _decode, initializer=_worker_init) as own:
+        yield from _load_stream(predictor, [t.item for t in files], cache, workers, want_base, pool=own)
 
 
 def _write_outputs(
@@ -302,6 +324,7 @@ def score_items(
     on_item: Any = None,
     top_k: int = 3,
     workers: int = 0,
+    pool: Any = None,
 ) -> Iterator[Chunk]:
     """Score ``items`` in chunks of ``batch_size``; yield each chunk's rows and QC issues.
 
@@ -312,7 +335,8 @@ def score_items(
     model by a prefetch thread), the model (this thread), and writing heatmaps, overlays
     and regions (one writer thread). A chunk is yielded once its files are written, so a
     row in the table always has its heatmap on disk. Rows come in completion order when
-    ``workers`` > 0.
+    ``workers`` > 0. ``pool``: started decode workers (:func:`start_decode_pool`) to use
+    instead of starting ``workers`` new ones; the caller closes it.
     """
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -326,7 +350,7 @@ def score_items(
     if hdir is not None:
         hdir.mkdir(parents=True, exist_ok=True)
     want_base = hdir is not None
-    stream = _Prefetch(lambda: _load_stream(predictor, items, cache, workers, want_base), depth=max(2, batch_size + workers))
+    stream = _Prefetch(lambda: _load_stream(predictor, items, cache, workers, want_base, pool), depth=max(2, batch_size + workers))
     writer = ThreadPoolExecutor(1, thread_name_prefix="mammolens-write") if hdir is not None else None
     pending: deque[Chunk] = deque()
 
