@@ -185,8 +185,9 @@ def sample_patches(
         and at most ``patch_size / 4`` away so the lesion stays inside the patch.
     background_per_image
         Background patches per image: random centres whose patch lies mostly inside the
-        breast (``min_breast_fraction``) and overlaps lesions by at most
-        ``max_lesion_overlap`` (fraction of the patch).
+        breast (``min_breast_fraction``; the breast is
+        :func:`mammolens.data.preprocess.breast_region` at ``breast_threshold``) and
+        overlaps lesions by at most ``max_lesion_overlap`` (fraction of the patch).
     classes
         3 (background / benign / malignant) or 2 (background / lesion).
     exclude
