@@ -333,6 +333,70 @@ print(json.dumps({"n": n, "scored": len(df), "seconds": dt, "rss_before_mb": rss
 """
 
 
+_STAGES_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np, torch
+from mammolens.predict import load_predictor
+from mammolens.predict.scoring import FileItem, _decode, _DecodeTask, _write_outputs
+from mammolens.explain.heatmaps import compute_heatmaps
+from mammolens.io.images import read_image
+from mammolens.data.preprocess import preprocess_image
+from mammolens.predict.scoring import overlay_base
+
+run, backend, out, files = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
+p = load_predictor(run, backend=backend)
+s, cfg = p.settings, p.config.predict
+cpu = {k: [] for k in ("read", "preprocess", "overlay_base", "model", "heatmaps", "write_outputs")}
+
+
+def timed(key, fn, *a, **k):
+    c = time.process_time()  # every thread of this process: the model's too
+    r = fn(*a, **k)
+    cpu[key].append(time.process_time() - c)
+    return r
+
+
+x = torch.zeros(1, 1, *p.image_size)
+p.backend(x)
+for i, f in enumerate(files):
+    loaded = timed("read", read_image, f, voi=s.window)
+    pre = timed("preprocess", preprocess_image, loaded.pixels, s, laterality=(loaded.meta or {}).get("laterality") or None)
+    base = timed("overlay_base", overlay_base, loaded.pixels, cfg.overlay_max_side)
+    xb = torch.from_numpy(np.ascontiguousarray(pre.image, dtype=np.float32))[None, None]
+    outs = timed("model", p.backend, xb)
+    maps = timed("heatmaps", compute_heatmaps, None, xb, {k: torch.from_numpy(np.asarray(v)) for k, v in outs.items()}, gradcam=False)
+    timed("write_outputs", _write_outputs, p, FileItem.from_path(f), out, maps[0], pre.transform, pre.image, base, cfg.overlay_kind, cfg.overlay_max_side, 3)
+# the first image pays first-use costs (imports, page cache): the median of the others
+print(json.dumps({k: float(np.median(v[1:] if len(v) > 1 else v)) for k, v in cpu.items()}))
+"""
+
+
+def stage_cpu(work: Path, backend: str, model_name: str, shape: tuple[int, int], synth_dir: Path | None, n: int = 6) -> dict:
+    """CPU seconds per image of each stage of whole-process predict, one image at a time in
+    one process (uncompressed full-field DICOMs), and the ceiling they put on the
+    whole-process rate when the model's threads use every core: stages that are not the
+    model take their CPU from it, so whole / model-only <= model CPU / total CPU."""
+    from mammolens.serve.scoring import write_untrained_run
+
+    synth = synth_dir or work / "synth"
+    files = sorted((synth / "dicom_uncompressed").rglob("*.dcm"))[:n]
+    if not files:
+        return {"error": "no uncompressed synthetic DICOMs (run the whole-process bench first)"}
+    kind, arch = model_name.split("_", 1)
+    run = write_untrained_run(work / "run_stages", preset="paper", image_size=shape, overrides={"model.kind": kind, "model.arch": arch})
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    (work / "stage_out").mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([sys.executable, "-c", _STAGES_CHILD, str(run), backend, str(work / "stage_out"), *map(str, files)],
+                       capture_output=True, text=True, env=env, check=False)
+    if p.returncode != 0:
+        return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
+    cpu = json.loads(p.stdout.strip().splitlines()[-1])
+    other = sum(v for k, v in cpu.items() if k != "model")
+    return {"backend": backend, "images": len(files), "cpu_seconds_per_image": cpu, "non_model_cpu_seconds": other,
+            "ceiling_ratio_to_model_only": cpu["model"] / (cpu["model"] + other)}
+
+
 def predict_memory(work: Path, sizes: tuple[int, ...]) -> list[dict]:
     from mammolens.testing.toydata import make_toy_cache, make_toy_cohort
     from mammolens.train.api import train
@@ -455,6 +519,10 @@ def main() -> None:
                       f"decode CPU s per image by syntax: { {k: v['cpu_seconds_one_read'] for k, v in w['decode_cpu_by_syntax'].items()} }",
                       flush=True)
             res[key] = w
+        print("CPU per image of each stage ...", flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            res["predict_stage_cpu"] = stage_cpu(Path(d), best_name, model_name, shape, args.synth_dir)
+        print(f"  {res['predict_stage_cpu']}", flush=True)
 
     if not args.skip_tiny:
         print("attention_tiny (the demo) ...", flush=True)
@@ -525,6 +593,30 @@ def to_markdown(r: dict) -> str:
                 f"{_pct(w['share_of_peak'])} of GEMM peak = {_pct(w.get('ratio_to_model_only'))} of the backend's model-only rate "
                 f"(decode workers started, model load, backend build and a first call before it: {w['setup_seconds']:.1f} s; peak RSS {w['peak_rss_mb']:.0f} MB).",
             ]
+    sc = r.get("predict_stage_cpu")
+    if sc and "error" not in sc:
+        c = sc["cpu_seconds_per_image"]
+        lines += [
+            "",
+            f"Where the CPU goes (one uncompressed full-field image at a time in one process, backend {sc['backend']}, "
+            f"median of {sc['images'] - 1} images; CPU seconds per image, all threads):",
+            "",
+            "| stage | where it runs | CPU s / image |",
+            "|---|---|---|",
+            f"| read (pydicom decode, VOI table) | decode worker | {c['read']:.3f} |",
+            f"| preprocess (breast crop, resize) | decode worker | {c['preprocess']:.3f} |",
+            f"| overlay base (original shrunk) | decode worker | {c['overlay_base']:.3f} |",
+            f"| model | main process ({r['machine']['torch_threads']} threads) | {c['model']:.3f} |",
+            f"| heatmaps (maps upsampled to the input size) | main process | {c['heatmaps']:.3f} |",
+            f"| write outputs (.npz, overlay PNG, top-K regions) | writer thread | {c['write_outputs']:.3f} |",
+            "",
+            f"When the model's threads use every core, every other stage takes its CPU from the model, so whole-process / "
+            f"model-only cannot exceed model CPU / total CPU = **{_pct(sc['ceiling_ratio_to_model_only'])}** here "
+            f"({sc['non_model_cpu_seconds']:.3f} CPU s per image besides the model's {c['model']:.3f}); a JPEG 2000 file adds its "
+            "decoding (the per-syntax read cost above).",
+        ]
+    elif sc:
+        lines += ["", f"Stage CPU figures failed: {sc['error']}"]
     ti = r.get("attention_tiny_256x208")
     if ti:
         lines += ["", f"attention_tiny at 256x208 (the demo): {ti['gflops_per_image']:.2f} GFLOP per image; inference "
