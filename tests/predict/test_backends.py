@@ -111,3 +111,24 @@ def test_predict_backend_and_decode_workers_agree(run, tmp_path):
     for h, o in zip(got["heatmap"], got["overlay"], strict=True):
         assert h.endswith(".npz") and o.endswith(".png")
         assert cv2.imread(o).shape[:2] == (76, 60)  # drawn on the original (un-cropped) image
+
+
+def test_eager_runs_cpu_batches_image_by_image_with_the_same_outputs():
+    """On the CPU eager splits a batch into single-image passes (batching costs time
+    there); the outputs equal one pass over the whole batch."""
+    torch.manual_seed(0)
+    model = create_model("attention_tiny").eval()
+    x = torch.from_numpy(np.stack(_images(3))[:, None])
+    split = EagerBackend(model)
+    assert split.micro_batch == 1
+    whole = EagerBackend(model, micro_batch=None)
+    whole.micro_batch = None  # the whole batch in one pass
+    a, b = split(x), whole(x)
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].shape == b[k].shape and a[k].shape[0] == 3
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5, rtol=1e-5)
+    two = EagerBackend(model, micro_batch=2)(x)
+    np.testing.assert_allclose(two["logit"], b["logit"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="micro_batch"):
+        EagerBackend(model, micro_batch=0)

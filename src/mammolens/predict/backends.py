@@ -146,14 +146,24 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class EagerBackend(Backend):
-    """PyTorch eager, ``channels_last`` + ``inference_mode`` (the reference)."""
+    """PyTorch eager, ``channels_last`` + ``inference_mode`` (the reference).
+
+    On the CPU a batch runs as single-image passes (``micro_batch=1``): eager convolutions
+    at 1024x832 are 6-11 % slower per image at batch 2 than at batch 1 on two threads
+    (bench/results/model_speed.md), so batching would only cost time there. Eval-mode
+    batch norm and attention pooling are per image, so the outputs are the same.
+    """
 
     name = "eager"
 
-    def __init__(self, model: torch.nn.Module, *, channels_last: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, *, channels_last: bool = True, micro_batch: int | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         self.device = next(iter(model.parameters()), torch.empty(0)).device
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+        #: images per forward pass (``None``: the whole batch); default 1 on the CPU, the whole batch elsewhere
+        self.micro_batch = micro_batch if micro_batch is not None else (1 if self.device.type == "cpu" else None)
         # 4-D parameters (conv weights) go channels_last; the model stays usable for
         # Grad-CAM (autograd works in any layout)
         self.channels_last = channels_last
@@ -168,11 +178,19 @@ class EagerBackend(Backend):
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        names = output_names(self.model)
+        step = self.micro_batch or x.shape[0]
+        parts = []
         with torch.inference_mode():
-            out = self.model(x)
-        return {k: out[k].float() for k in output_names(self.model)}
+            for i in range(0, max(1, x.shape[0]), max(1, step)):
+                xi = x[i : i + step]
+                if self.channels_last:
+                    xi = xi.contiguous(memory_format=torch.channels_last)
+                out = self.model(xi)
+                parts.append({k: out[k].float() for k in names})
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([p[k] for p in parts]) for k in names}
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.forward_torch(x).items()}
