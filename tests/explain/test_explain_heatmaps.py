@@ -103,3 +103,17 @@ def test_overlay_matches_float_blend():
     assert np.abs(got.astype(float) - ref).max() <= 1.0
     grey = np.rint(img[:10] * 255)
     assert np.abs(got[:10].astype(float) - grey[..., None]).max() <= 1.0
+
+
+@pytest.mark.parametrize("size", [(64, 48), (70, 33), (8, 6)])
+def test_upsample_matches_torch_bilinear(size):
+    """The CPU path (OpenCV) equals F.interpolate(bilinear, align_corners=False)."""
+    import torch.nn.functional as F
+
+    from mammolens.explain.heatmaps import upsample
+
+    m = torch.randn(2, 8, 6)
+    ref = F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    got = upsample(m, size)
+    assert got.shape == (2, *size) and got.dtype == torch.float32
+    assert torch.allclose(got, ref, atol=1e-5)

@@ -95,13 +95,16 @@ def test_monochrome2_inverse_shape_honoured(tmp_path):
     np.testing.assert_allclose(px, 1 - RAMP / 4095.0, atol=1e-6)
 
 
-def test_bits_stored_high_bits_masked(tmp_path):
-    p = _write(tmp_path, bits_stored=12)
+@pytest.mark.parametrize("tiles", [1, 4])  # 4: above the size where the VOI runs as one table lookup
+def test_bits_stored_high_bits_masked(tmp_path, tiles):
+    ramp = np.tile(RAMP, (tiles, 1))
+    p = _write(tmp_path, bits_stored=12, pixels=ramp)
     ds = pydicom.dcmread(p)
-    dirty = RAMP | np.uint16(0xF000)  # garbage (e.g. overlay bits) above bit 11
+    dirty = ramp | np.uint16(0xF000)  # garbage (e.g. overlay bits) above bit 11
     ds.PixelData = dirty.astype("<u2").tobytes()
     ds.save_as(p)
-    np.testing.assert_allclose(read_dicom(p, voi="none").pixels, RAMP / 4095.0, atol=1e-6)
+    np.testing.assert_allclose(read_dicom(p, voi="none").pixels, ramp / 4095.0, atol=1e-6)
+    np.testing.assert_allclose(read_dicom(p, voi="auto").pixels, read_dicom(_write(tmp_path, "clean.dcm", bits_stored=12, pixels=ramp), voi="auto").pixels)
 
 
 def test_no_voi_in_file_auto_uses_min_max(tmp_path):

@@ -734,6 +734,18 @@ def _decode(ds: Any, path: str | Path, plugin: str = "") -> np.ndarray:
     return arr
 
 
+def _min_max(arr: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of integer pixel data in one pass (OpenCV) where it can, else NumPy."""
+    if arr.ndim == 2 and arr.size and arr.dtype in (np.uint8, np.uint16, np.int16):
+        import cv2
+
+        lo, hi, _a, _b = cv2.minMaxLoc(np.ascontiguousarray(arr))
+        return int(lo), int(hi)
+    if not arr.size:
+        return 0, 0
+    return int(arr.min()), int(arr.max())
+
+
 def _mask_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     """Keep the low ``bits_stored`` bits (PS3.5 8.1.1); sign-extend signed data."""
     if bits_stored <= 0 or bits_stored >= arr.dtype.itemsize * 8:
@@ -862,13 +874,18 @@ def _render(ds: Any, meta: dict[str, Any], path: str | Path, plugin: str, *, voi
 
     raw = _decode(ds, path, plugin)
     signed = meta["pixel_representation"] == 1
-    raw = _mask_bits(raw, meta["bits_stored"], signed)
+    lo_hi = _min_max(raw) if raw.dtype.kind == "u" and not signed else None
+    if lo_hi is None or lo_hi[1] >> max(0, int(meta["bits_stored"] or 0)):
+        # bits above Bits Stored are set (or signed data): mask / sign-extend them. Most
+        # decoders already clear them, and the range check is the pass the table needs
+        raw = _mask_bits(raw, meta["bits_stored"], signed)
+        lo_hi = None
     # Integer data of <= 16 bits: run rescale -> VOI -> inversion once over the stored
     # values [min, max] and apply it with one table lookup. Same numbers as running it on
     # every pixel in float64, ~5x faster on full-field images.
     table_lo: int | None = None
     if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2 and raw.size > _TABLE_MIN_PIXELS:
-        table_lo, table_hi = int(raw.min()), int(raw.max())
+        table_lo, table_hi = lo_hi or _min_max(raw)
         full_raw, raw = raw, np.arange(table_lo, table_hi + 1, dtype=raw.dtype)
 
     for kw in ("RescaleSlope", "RescaleIntercept"):
