@@ -37,18 +37,22 @@ def test_heads_learn_a_planted_lesion_and_leave_the_backbone(monkeypatch):
         assert torch.equal(v, before[k]), k
 
 
+def _counted(fn, calls: dict):
+    """``fn``, counting its calls in ``calls["n"]``."""
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def test_features_are_computed_once_per_image_across_calls(monkeypatch):
     monkeypatch.setattr(heads, "_MEMO", heads.FeatureMemo())
     torch.manual_seed(0)
     m = create_model("attention_tiny", pretrained="none", tiny_width=4)
     calls = {"n": 0}
-    real = m.forward_features
-
-    def counting(x):
-        calls["n"] += 1
-        return real(x)
-
-    monkeypatch.setattr(m, "forward_features", counting)
+    monkeypatch.setattr(m, "forward_features", _counted(m.forward_features, calls))
     tr, va = _items(6, 0), _items(4, 1)
     keys_tr, keys_va = [f"c::{i}" for i in range(6)], [f"c::v{i}" for i in range(4)]
     fit_heads(m, tr, va, epochs=1, train_keys=keys_tr, val_keys=keys_va)
@@ -128,13 +132,7 @@ def test_fit_heads_converts_the_backbone_to_channels_last_once_for_both_passes(m
 
     monkeypatch.setattr(m.backbone, "to", recording_to)
     fps = {"n": 0}
-    real_fp = heads.backbone_fingerprint
-
-    def counting_fp(backbone):
-        fps["n"] += 1
-        return real_fp(backbone)
-
-    monkeypatch.setattr(heads, "backbone_fingerprint", counting_fp)
+    monkeypatch.setattr(heads, "backbone_fingerprint", _counted(heads.backbone_fingerprint, fps))
     fit_heads(m, _items(4, 0), _items(2, 1), epochs=1, train_keys=[f"t{i}" for i in range(4)],
               val_keys=[f"v{i}" for i in range(2)])
     assert formats == [torch.channels_last, torch.contiguous_format]
