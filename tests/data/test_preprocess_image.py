@@ -315,3 +315,25 @@ def test_breast_region_is_the_largest_bright_component_of_a_preprocessed_image()
         noisy = rng.random((33, 27)).astype(np.float32) * 0.1
         for t in (0.05, 0.08):
             np.testing.assert_array_equal(breast_region(noisy, threshold=t), _breast_region_reference(noisy, t))
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_window_sums_match_a_direct_sum(full):
+    """The integral-image window sums equal summing each window directly (int64 for
+    masks, float64 otherwise), inside the image or with zeros outside."""
+    from mammolens.data.preprocess import window_sums
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((9, 7)) > 0.4
+    vals = rng.random((9, 7))
+    p = 3
+    for a in (mask, vals):
+        got = window_sums(a, p, full=full)
+        h, w = a.shape
+        pad = np.zeros((h + p, w + p))
+        pad[:h, :w] = a
+        n_r, n_c = (h, w) if full else (h - p + 1, w - p + 1)
+        ref = np.array([[pad[i : i + p, j : j + p].sum() for j in range(n_c)] for i in range(n_r)])
+        assert got.shape == ref.shape
+        assert got.dtype == (np.int64 if a.dtype == bool else np.float64)
+        np.testing.assert_allclose(got, ref, atol=1e-12)

@@ -289,6 +289,30 @@ def breast_region(image: np.ndarray, *, threshold: float = 0.05) -> np.ndarray:
     return comp.astype(bool) if comp is not None else np.zeros(m.shape, dtype=bool)
 
 
+def window_sums(a: np.ndarray, p: int, *, full: bool = False) -> np.ndarray:
+    """Sum of ``a`` over every ``p x p`` window, indexed by the window's top-left corner
+    (integral image, O(HW)).
+
+    ``full=False``: only windows inside the image, shape ``(H - p + 1, W - p + 1)``;
+    ``full=True``: a window at every pixel, zero outside the image, shape ``(H, W)``.
+    Integer and boolean input is summed in int64 (exact, for thresholds on counts),
+    anything else in float64. Where patch samplers may put a patch: the share of a
+    window inside the breast (:func:`breast_region`) or a lesion.
+    """
+    a = np.asarray(a)
+    dt = np.int64 if a.dtype.kind in "bui" else np.float64
+    h, w = a.shape
+    if full:
+        pad = np.zeros((h + p, w + p), dtype=dt)
+        pad[:h, :w] = a
+        a = pad
+    ii = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=dt)
+    ii[1:, 1:] = a.astype(dt, copy=False).cumsum(0).cumsum(1)
+    if full:
+        return ii[p : p + h, p : p + w] - ii[:h, p : p + w] - ii[p : p + h, :w] + ii[:h, :w]
+    return ii[p:, p:] - ii[:-p, p:] - ii[p:, :-p] + ii[:-p, :-p]
+
+
 def chest_wall_on_left(img: np.ndarray, settings: PreprocessSettings | None = None) -> bool:
     """Whether the chest wall is on the image's left edge, decided from the pixels.
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mammolens.data.preprocess import breast_region
+from mammolens.data.preprocess import breast_region, window_sums
 from mammolens.errors import ConfigError, LeakageError
 from mammolens.train.loop import StepOutput, run_epochs
 
@@ -136,16 +136,6 @@ def _cut(img: np.ndarray, cx: float, cy: float, p: int) -> np.ndarray:
     if sx1 > sx0 and sy1 > sy0:
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
     return out
-
-
-def _window_sum(a: np.ndarray, p: int) -> np.ndarray:
-    """Sum of ``a`` over the ``p x p`` window whose top-left corner is each pixel (zero outside)."""
-    h, w = a.shape
-    pad = np.zeros((h + p, w + p), dtype=np.float64)
-    pad[:h, :w] = a
-    ii = np.zeros((h + p + 1, w + p + 1), dtype=np.float64)
-    ii[1:, 1:] = pad.cumsum(0).cumsum(1)
-    return ii[p : p + h, p : p + w] - ii[:h, p : p + w] - ii[p : p + h, :w] + ii[:h, :w]
 
 
 def sample_patches(
@@ -247,8 +237,8 @@ def sample_patches(
             continue
         breast = breast_region(img, threshold=breast_threshold).astype(np.float64)
         area = float(p * p)
-        bfrac = _window_sum(breast, p) / area
-        lfrac = _window_sum(lesion.astype(np.float64), p) / area
+        bfrac = window_sums(breast, p, full=True) / area
+        lfrac = window_sums(lesion.astype(np.float64), p, full=True) / area
         ok = (bfrac >= min_breast_fraction) & (lfrac <= max_lesion_overlap)
         ys, xs = np.nonzero(ok)
         if ys.size == 0:

@@ -120,13 +120,11 @@ class SSLPretrainResult:
 # ----------------------------------------------------------------------------- sampling
 def _valid_corners(breast: np.ndarray, p: int, min_fraction: float) -> np.ndarray:
     """Boolean ``(H-p+1, W-p+1)``: top-left corners whose ``p x p`` window is inside the image
-    and at least ``min_fraction`` inside the breast (integral image, O(HW))."""
-    h, w = breast.shape
-    ii = np.zeros((h + 1, w + 1), dtype=np.int64)
-    ii[1:, 1:] = breast.astype(np.int64).cumsum(0).cumsum(1)
-    s = ii[p:, p:] - ii[:-p, p:] - ii[p:, :-p] + ii[:-p, :-p]
+    and at least ``min_fraction`` inside the breast."""
+    from mammolens.data.preprocess import window_sums
+
     # integer comparison: no float rounding at the threshold
-    return s >= math.ceil(min_fraction * p * p - 1e-9)
+    return window_sums(np.asarray(breast, dtype=bool), p) >= math.ceil(min_fraction * p * p - 1e-9)
 
 
 class _PatchSampler:
