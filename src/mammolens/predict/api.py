@@ -286,9 +286,10 @@ def predict(
     items, qc = collect_inputs(list(inputs), cache=cache_obj, split=split)
     n_workers = 1 if workers is None else int(workers)
     own_pool = None
-    if decode_pool is None and n_workers > 0 and any(it.source == "file" for it in items):
+    n_files = sum(it.source == "file" for it in items)
+    if decode_pool is None and n_workers > 0 and n_files:
         # started before the model is loaded: their start-up (seconds) overlaps the loading
-        own_pool = decode_pool = start_decode_pool(n_workers)
+        own_pool = decode_pool = start_decode_pool(min(n_workers, n_files))
     try:
         predictor = run if isinstance(run, Predictor) else load_predictor(run, device=device, backend=backend)
         return _predict_items(
