@@ -338,7 +338,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np, torch
 from mammolens.predict import load_predictor
-from mammolens.predict.scoring import FileItem, _decode, _DecodeTask, _write_outputs
+from mammolens.predict.scoring import FileItem, _write_outputs
 from mammolens.explain.heatmaps import compute_heatmaps
 from mammolens.io.images import read_image
 from mammolens.data.preprocess import preprocess_image

@@ -294,7 +294,6 @@ def test_test_time_vflip_averages_the_image_and_its_flip(toy_run):
 def test_decode_pool_is_started_before_the_model_and_closed(toy_run, tmp_path, monkeypatch):
     """predict() starts its decode workers before loading the model (their start-up
     overlaps the loading) and closes them; a caller's pool is used and left open."""
-    import mammolens.predict.api as api_mod
     import mammolens.predict.predictor as predictor_mod
     from mammolens.predict.scoring import start_decode_pool
 
@@ -332,4 +331,3 @@ def test_decode_pool_is_started_before_the_model_and_closed(toy_run, tmp_path, m
     c = predict(run, files, tmp_path / "p0.csv", progress=False, workers=0)
     for other in (b, c):
         np.testing.assert_allclose(a.set_index("image_id")["score"], other.set_index("image_id").loc[a["image_id"], "score"], atol=1e-6)
-    assert api_mod.predict is predict

@@ -259,12 +259,7 @@ def _load_stream(
     if not files:
         return
     if pool is not None:
-        for t, res in pool.map_unordered(files):
-            if isinstance(res, InputError):
-                yield t.item, res
-            else:
-                it, img, tf, base = res
-                yield it, (img, tf, base)
+        yield from _decoded_by(pool, files)
         return
     if workers <= 0:
         for t in files:
@@ -277,7 +272,17 @@ def _load_stream(
     from mammolens.io.sandbox import IsolatedPool
 
     with IsolatedPool(min(workers, len(files)), _decode, initializer=_worker_init) as own:
-        yield from _load_stream(predictor, [t.item for t in files], cache, workers, want_base, pool=own)
+        yield from _decoded_by(own, files)
+
+
+def _decoded_by(pool: Any, files: list[_DecodeTask]) -> Iterator[tuple[FileItem, Any]]:
+    """``(item, (img, tf, base))`` or ``(item, InputError)`` from a pool of :func:`_decode`."""
+    for t, res in pool.map_unordered(files):
+        if isinstance(res, InputError):
+            yield t.item, res
+        else:
+            it, img, tf, base = res
+            yield it, (img, tf, base)
 
 
 def _write_outputs(
