@@ -137,6 +137,10 @@ class HeadStageConfig(_Section):
     #: after ``patience``) or ``last`` (a fixed schedule: with a handful of positive
     #: validation images the validation AUC is too noisy to choose by)
     select: Literal["best_val", "last"] = "best_val"
+    #: then fine-tune the backbone's top stage (stride 16 -> 32) with the heads for this
+    #: many epochs from the cached stride-16 maps (0: the trunk stays frozen); LP-FT order
+    finetune_top_epochs: int = Field(0, ge=0)
+    finetune_top_lr: float = Field(1e-4, gt=0)
 
 
 class OptimConfig(_Section):

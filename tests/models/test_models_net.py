@@ -179,3 +179,25 @@ def test_balanced_dense_bce_weights_lesion_cells_equally():
     assert missed > 2 * plain  # the one lesion cell counts for half the loss
     empty = balanced_dense_bce(logits, torch.zeros(1, 4, 4)).item()
     assert empty == pytest.approx(torch.nn.functional.softplus(torch.tensor(-5.0)).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "efficientnet_lite0", "timm/resnet10t"])
+def test_top_stage_maps_the_stride16_map_to_the_stride32_map(arch):
+    """``top_stage()`` is the backbone's own stride-16 -> 32 stage (ResNet layer4, timm's
+    EfficientNet blocks, a timm module-list feature net), sharing its parameters."""
+    torch.manual_seed(0)
+    bb = build_backbone(arch, pretrained="none").eval()
+    x = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        c3, c4 = bb(x)
+        top = bb.top_stage()
+        assert torch.allclose(top(c3), c4, atol=1e-6)
+    own = {id(p) for p in bb.parameters()}
+    assert {id(p) for p in top.parameters()} <= own and 0 < len(list(top.parameters())) < len(own)
+
+
+def test_top_stage_of_an_unsplittable_timm_trunk_is_a_config_error():
+    bb = build_backbone("efficientnet_lite0", pretrained="none")
+    bb._module_names = ["conv_stem", "a", "b", "c", "head"]  # feature modules that are not `blocks.N`
+    with pytest.raises(ConfigError, match="cannot split its stride-32 stage"):
+        bb.top_stage()

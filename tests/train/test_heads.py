@@ -162,3 +162,44 @@ def test_a_full_memo_stores_no_more_features(monkeypatch):
     tr = _items(4, 0)
     fit_heads(m, tr, [], epochs=1, train_keys=[f"k{i}" for i in range(4)], flip=False)
     assert len(heads._MEMO) == 1  # the first image filled it
+
+
+def test_finetune_top_trains_only_the_top_stage_and_prediction_matches_training():
+    """LP-FT: after the heads, the stride-32 stage is fine-tuned from the cached stride-16
+    maps; the lower stages and every batch-norm statistic are unchanged, the backbone is
+    frozen again afterwards, and the whole model's forward gives the scores the stage
+    validated with (the cached maps reproduce the backbone's own)."""
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4, score="localization")
+    top_names = {f"layer4.{k}" for k in m.backbone.top_stage().state_dict()}
+    assert any("running_mean" in k for k in top_names)  # the stage has batch-norm statistics to keep
+    before = {k: v.clone() for k, v in m.backbone.state_dict().items()}
+    va = _items(6, 1)
+    res = fit_heads(m, _items(12, 0), va, epochs=2, select="last", seed=0, finetune_top_epochs=2, finetune_top_lr=1e-2)
+    assert res.epochs_run == 2 and res.top_epochs_run == 2 and res.seconds_top > 0
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
+    assert [bool(r.get("finetune_top")) for r in res.history] == [False, False, True, True]
+    after = m.backbone.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and changed <= top_names
+    assert not any("running_" in k for k in changed)  # batch-norm statistics kept
+    assert not any(p.requires_grad for p in m.backbone.parameters())
+    m.eval()
+    with torch.no_grad():
+        whole = torch.cat([m(torch.from_numpy(img)[None, None])["logit"] for img, _, _ in va]).numpy()
+    feats = heads._features(m, va, flip=False, device="cpu", progress=None)
+    cached, _ = heads._scores(m, feats, "cpu", top=m.backbone.top_stage())
+    np.testing.assert_allclose(cached, whole, atol=2e-3)  # float16 cache
+    assert res.best_val_auc == res.history[-1].get("val_auc")
+
+
+def test_finetune_top_epochs_zero_leaves_the_backbone_and_negative_is_refused():
+    from mammolens.errors import ConfigError
+
+    torch.manual_seed(0)
+    m = create_model("attention_tiny", pretrained="none", tiny_width=4)
+    before = {k: v.clone() for k, v in m.backbone.state_dict().items()}
+    res = fit_heads(m, _items(6, 0), _items(4, 1), epochs=1, finetune_top_epochs=0)
+    assert res.top_epochs_run == 0 and all(torch.equal(v, before[k]) for k, v in m.backbone.state_dict().items())
+    with pytest.raises(ConfigError, match="finetune_top_epochs"):
+        fit_heads(m, _items(6, 0), _items(4, 1), epochs=1, finetune_top_epochs=-1)

@@ -97,6 +97,10 @@ class Backbone(nn.Module):
         """The layer Grad-CAM reads (the last block of layer4)."""
         return self.layer4[-1]
 
+    def top_stage(self) -> nn.Module:
+        """The module that maps the stride-16 map to the stride-32 map (layer4)."""
+        return self.layer4
+
     def early_parameter_names(self) -> set[str]:
         """stem..layer2: what ``train.freeze=early`` holds fixed."""
         return {n for n, _ in self.named_parameters() if n.startswith(("stem", "layer1", "layer2"))}
@@ -359,6 +363,31 @@ class TimmBackbone(nn.Module):
     def gradcam_layer(self) -> nn.Module:
         """The module that produces the stride-32 map."""
         return self._module(self._module_names[self._i32])
+
+    def top_stage(self) -> nn.Module:
+        """The modules that map the stride-16 map to the stride-32 map, as one module.
+
+        ``top_stage()(c3)`` equals the ``c4`` of :meth:`forward` (the same parameter
+        objects: training it trains the backbone). Supported for timm's EfficientNet
+        feature trunks (``blocks``) and its generic feature nets (a ``ModuleDict`` run in
+        order, e.g. ResNet, ConvNeXt); other layouts raise :class:`ConfigError`.
+        """
+        from timm.models._features import FeatureDictNet
+
+        lo, hi = self._module_names[self._i16], self._module_names[self._i32]
+        if isinstance(self.net, FeatureDictNet):
+            keys = list(self.net.keys())
+            k16, k32 = (keys.index(n.replace(".", "_")) for n in (lo, hi))
+            return nn.Sequential(*[self.net[k] for k in keys[k16 + 1 : k32 + 1]])
+        blocks = getattr(self.net, "blocks", None)
+        m16, m32 = re.fullmatch(r"blocks\.(\d+)", lo), re.fullmatch(r"blocks\.(\d+)", hi)
+        if isinstance(blocks, nn.Sequential) and m16 and m32:
+            return nn.Sequential(*blocks[int(m16.group(1)) + 1 : int(m32.group(1)) + 1])
+        raise ConfigError(
+            f"timm model {self.timm_name!r}: cannot split its stride-32 stage from the stride-16 map "
+            f"(feature modules {lo!r} -> {hi!r}); fine-tuning the top stage on cached features needs an "
+            "EfficientNet-style or module-list feature trunk"
+        )
 
     def early_parameter_names(self) -> set[str]:
         """Parameters up to the stride-8 features (the analogue of ResNet's stem..layer2)."""

@@ -308,16 +308,19 @@ def _heads_stage(cfg: Config, module: Any, train_df: pd.DataFrame, val_df: pd.Da
         train_keys=[f"{root}::{i}" for i in train_df["image_id"].astype(str)],
         val_keys=[f"{root}::{i}" for i in val_df["image_id"].astype(str)], epochs=hc.epochs, lr=hc.lr, weight_decay=hc.weight_decay,
         batch_size=hc.batch_size, patience=hc.patience, flip=hc.flip, select=hc.select, loc_weight=cfg.train.loc_weight,
+        finetune_top_epochs=hc.finetune_top_epochs, finetune_top_lr=hc.finetune_top_lr,
         loc_target=cfg.train.loc_target, pos_weight=pos_weight, seed=cfg.train.seed,
         benign_weight=cfg.train.benign_weight, benign_pos_weight=benign_pos_weight,
         device="cuda" if accelerator == "gpu" else "cpu",
         on_epoch=None if console is None else (
-            lambda r: console.print(f"heads stage: epoch {int(r['epoch'])}/{hc.epochs} loss {r['loss']:.4f}"
+            lambda r: console.print(f"heads stage: epoch {int(r['epoch'])}/{hc.epochs + hc.finetune_top_epochs}"
+                                    + (" (top stage fine-tuned)" if r.get("finetune_top") else "") + f" loss {r['loss']:.4f}"
                                     + (f" val AUC {r['val_auc']:.3f}" if "val_auc" in r else "")
                                     + (f" (benign {r['val_benign_auc']:.3f})" if "val_benign_auc" in r else ""))),
     )
     return {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc,
-            "seconds": round(res.seconds, 1), "seconds_features": round(res.seconds_features, 1), "history": res.history}
+            "seconds": round(res.seconds, 1), "seconds_features": round(res.seconds_features, 1), "history": res.history,
+            "finetune_top_epochs_run": res.top_epochs_run, "seconds_finetune_top": round(res.seconds_top, 1)}
 
 
 def _finish_without_whole_image_stage(module: Any, cfg: Config, meta: dict[str, Any], run: Path, ckdir: Path,
