@@ -105,6 +105,23 @@ def test_overlay_matches_float_blend():
     assert np.abs(got[:10].astype(float) - grey[..., None]).max() <= 1.0
 
 
+def test_overlay_of_a_map_with_nan_and_out_of_range_values_draws_them_as_0_and_clipped():
+    """A NaN cell is drawn as 0 (grey), not as a NaN blend weight; values outside [0, 1]
+    as the nearest end."""
+    rng = np.random.default_rng(2)
+    img = 0.2 + 0.6 * rng.random((40, 30)).astype(np.float32)
+    hm = rng.random((40, 30)).astype(np.float32)
+    bad = hm.copy()
+    bad[:10] = np.nan
+    bad[10:20] = 3.0
+    bad[20:25] = -2.0
+    ref = hm.copy()
+    ref[:10], ref[10:20], ref[20:25] = 0.0, 1.0, 0.0
+    np.testing.assert_array_equal(overlay_rgb(img, bad), overlay_rgb(img, ref))
+    grey = np.rint(img[:10] * 255)
+    assert np.abs(overlay_rgb(img, bad)[:10].astype(float) - grey[..., None]).max() <= 1.0
+
+
 @pytest.mark.parametrize("size", [(64, 48), (70, 33), (8, 6)])
 def test_upsample_matches_torch_bilinear(size):
     """The CPU path (OpenCV) equals F.interpolate(bilinear, align_corners=False)."""

@@ -121,8 +121,8 @@ def test_eager_runs_cpu_batches_image_by_image_with_the_same_outputs():
     x = torch.from_numpy(np.stack(_images(3))[:, None])
     split = EagerBackend(model)
     assert split.micro_batch == 1
-    whole = EagerBackend(model, micro_batch=None)
-    whole.micro_batch = None  # the whole batch in one pass
+    whole = EagerBackend(model, micro_batch=None)  # the whole batch in one pass
+    assert whole.micro_batch is None
     a, b = split(x), whole(x)
     assert set(a) == set(b)
     for k in a:
@@ -130,5 +130,6 @@ def test_eager_runs_cpu_batches_image_by_image_with_the_same_outputs():
         np.testing.assert_allclose(a[k], b[k], atol=1e-5, rtol=1e-5)
     two = EagerBackend(model, micro_batch=2)(x)
     np.testing.assert_allclose(two["logit"], b["logit"], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="micro_batch"):
-        EagerBackend(model, micro_batch=0)
+    for bad in (0, -1, 1.5, True, "one"):
+        with pytest.raises(ValueError, match="micro_batch"):
+            EagerBackend(model, micro_batch=bad)

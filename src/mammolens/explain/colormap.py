@@ -36,8 +36,13 @@ _LUT = _lut()
 _LUT_U8 = np.rint(_LUT).astype(np.uint8)
 
 
-def _lut_index(v: np.ndarray) -> np.ndarray:
-    v = np.clip(np.nan_to_num(np.asarray(v, dtype=np.float32)), 0.0, 1.0)
+def to_unit(v: np.ndarray) -> np.ndarray:
+    """``v`` as float32 in [0, 1]: NaN -> 0, clipped (how every map is drawn)."""
+    return np.clip(np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0), 0.0, 1.0)
+
+
+def _lut_index(v: np.ndarray, *, unit: bool = False) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32) if unit else to_unit(v)
     return (v * np.float32(_LUT_STEPS - 1) + np.float32(0.5)).astype(np.intp)
 
 
@@ -50,9 +55,10 @@ def heat_colormap(v: np.ndarray) -> np.ndarray:
     return _LUT[_lut_index(v)]
 
 
-def heat_colormap_u8(v: np.ndarray) -> np.ndarray:
-    """:func:`heat_colormap` rounded to ``uint8`` (what is drawn)."""
-    return _LUT_U8[_lut_index(v)]
+def heat_colormap_u8(v: np.ndarray, *, unit: bool = False) -> np.ndarray:
+    """:func:`heat_colormap` rounded to ``uint8`` (what is drawn); ``unit=True``: ``v`` is
+    already :func:`to_unit`'s output (a caller that sanitised the map once)."""
+    return _LUT_U8[_lut_index(v, unit=unit)]
 
 
 def blend_heatmap(grey01: np.ndarray, heat01: np.ndarray, *, opacity: float = 0.45) -> np.ndarray:
@@ -63,7 +69,7 @@ def blend_heatmap(grey01: np.ndarray, heat01: np.ndarray, *, opacity: float = 0.
     air around it.
     """
     grey01 = np.clip(np.asarray(grey01, dtype=np.float32), 0.0, 1.0)
-    heat01 = np.clip(np.nan_to_num(np.asarray(heat01, dtype=np.float32)), 0.0, 1.0)
+    heat01 = to_unit(heat01)
     if grey01.shape != heat01.shape:
         raise ValueError(f"image {grey01.shape} and heatmap {heat01.shape} differ in shape")
     peak = float(heat01.max()) if heat01.size else 0.0

@@ -159,10 +159,10 @@ def overlay_rgb(
     """
     import cv2
 
-    from mammolens.explain.colormap import heat_colormap_u8
+    from mammolens.explain.colormap import heat_colormap_u8, to_unit
 
     img = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-    hm = np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1)
+    hm = to_unit(heatmap)  # once: NaN would poison the blend weights below
     if img.shape != hm.shape:
         raise ValueError(f"image {img.shape} and heatmap {hm.shape} differ in shape")
     # colour the breast only: not the air (within 0.02 of the image's darkest value), nor
@@ -174,7 +174,7 @@ def overlay_rgb(
     # grey * (1 - w) + colour * w on uint8 planes (OpenCV's per-pixel blend): predict draws
     # one overlay per image on the cores the model uses; within one level of the float blend
     grey = cv2.cvtColor(cv2.convertScaleAbs(img, alpha=255.0), cv2.COLOR_GRAY2RGB)
-    return cv2.blendLinear(grey, heat_colormap_u8(hm), 1.0 - w, w)
+    return cv2.blendLinear(grey, heat_colormap_u8(hm, unit=True), 1.0 - w, w)
 
 
 def overlay_png(

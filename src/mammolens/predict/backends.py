@@ -40,7 +40,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -156,14 +156,17 @@ class EagerBackend(Backend):
 
     name = "eager"
 
-    def __init__(self, model: torch.nn.Module, *, channels_last: bool = True, micro_batch: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, *, channels_last: bool = True,
+                 micro_batch: int | Literal["auto"] | None = "auto") -> None:
         super().__init__()
         self.model = model.eval()
         self.device = next(iter(model.parameters()), torch.empty(0)).device
-        if micro_batch is not None and micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        #: images per forward pass (``None``: the whole batch); default 1 on the CPU, the whole batch elsewhere
-        self.micro_batch = micro_batch if micro_batch is not None else (1 if self.device.type == "cpu" else None)
+        if micro_batch == "auto":
+            micro_batch = 1 if self.device.type == "cpu" else None
+        elif micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1):
+            raise ValueError(f"micro_batch must be an integer >= 1, 'auto' or None, got {micro_batch!r}")
+        #: images per forward pass (``None``: the whole batch); ``"auto"`` gives 1 on the CPU, the whole batch elsewhere
+        self.micro_batch: int | None = micro_batch
         # 4-D parameters (conv weights) go channels_last; the model stays usable for
         # Grad-CAM (autograd works in any layout)
         self.channels_last = channels_last
