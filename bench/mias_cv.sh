@@ -19,6 +19,7 @@
 #   finetune_top  + 3 epochs fine-tuning the trunk's top stage with the heads after them
 #                 (LP-FT, heads.finetune_top_epochs=3): fine-tuned vs frozen ImageNet trunk
 #   lite2         EfficientNet-Lite2 instead of Lite0 (offline weights too): the backbone
+#   notta         no top-bottom flip at test time: the test-time flip's share
 #   previous      the previous recipe (tiny ResNet trained from scratch on patches, frozen,
 #                 whole-image stage at 400 um; session 2's mias preset)
 # The contralateral-difference ablation is in each cv.json (`contralateral`) and in
@@ -27,7 +28,7 @@ set -euo pipefail
 OUT=${1:-runs/mias_cv}
 DATA=${2:-../shared/datasets/mini-mias}
 SEEDS=${3:-0,1,2}
-ONLY=${ONLY:-"mias um400 random400 random200 malignant finetune finetune_top lite2 previous"}
+ONLY=${ONLY:-"mias um400 random400 random200 malignant finetune finetune_top lite2 notta previous"}
 M=${MAMMOLENS:-.venv/bin/mammolens}
 RES=${RESULTS:-bench/results}
 mkdir -p "$OUT" "$RES"
@@ -50,13 +51,14 @@ run malignant cache_1024x832 --set train.loc_target=malignant
 run finetune cache_1024x832 --set patch.enabled=true
 run finetune_top cache_1024x832 --set heads.finetune_top_epochs=3
 run lite2 cache_1024x832 --set model.arch=efficientnet_lite2
+run notta cache_1024x832 --set 'predict.tta=[]'
 run previous cache_512x416 --set data.cache_size=512x416 --set model.arch=tiny --set model.tiny_width=16 \
     --set model.pretrained=none --set patch.enabled=true --set patch.patch_size=96 --set patch.per_lesion=16 \
     --set patch.background_per_image=12 --set patch.epochs=10 --set patch.freeze=none --set patch.batch_size=64 \
     --set heads.enabled=false --set train.freeze=backbone --set train.max_epochs=30 --set train.early_stop_patience=10 \
     --set optim.lr=3e-3 --set optim.plateau_patience=3 --set train.loc_target=malignant --set data.batch_size=8 \
     --set data.augment.hflip=0.5 --set predict.tta=[] --set predict.contralateral=0
-for other in um400 random200 malignant finetune finetune_top lite2 previous; do
+for other in um400 random200 malignant finetune finetune_top lite2 notta previous; do
   [ -f "$OUT/cv_$other/cv.json" ] || continue
   $M cv-compare "$OUT/cv_mias" "$OUT/cv_$other" --out "$RES/mias_compare_mias_vs_$other.json"
 done
