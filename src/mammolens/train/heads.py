@@ -317,13 +317,14 @@ def fit_heads(
         for i in range(0, n, batch_size):
             yield perm[i : i + batch_size]
 
-    def step(idx: torch.Tensor) -> StepOutput:
-        feats = {"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}
-        out = model.forward_head(feats)
+    def loss_of(out: dict[str, torch.Tensor], idx: torch.Tensor) -> StepOutput:
         batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx], "benign": tr.benign[idx]}
         loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target,
                              benign_weight=benign_weight, benign_pos_weight=benign_pos_weight)
         return StepOutput(loss, weight=len(idx))
+
+    def step(idx: torch.Tensor) -> StepOutput:
+        return loss_of(model.forward_head({"c3": tr.c3[idx].to(device).float(), "c4": tr.c4[idx].to(device).float()}), idx)
 
     tuned_top: torch.nn.Module | None = None  # set for the fine-tuning epochs
 
@@ -359,11 +360,7 @@ def fit_heads(
 
         def step_top(idx: torch.Tensor) -> StepOutput:
             c3 = tr.c3[idx].to(device).float().contiguous(memory_format=torch.channels_last)
-            out = model.forward_head({"c3": c3, "c4": top(c3)})
-            batch = {"label": tr.label[idx], "mask": tr.mask[idx], "has_mask": tr.has_mask[idx], "benign": tr.benign[idx]}
-            loss, _ = mammo_loss(out, batch, loc_weight=loc_weight, lse_r=lse_r, pos_weight=pos_weight, loc_target=loc_target,
-                                 benign_weight=benign_weight, benign_pos_weight=benign_pos_weight)
-            return StepOutput(loss, weight=len(idx))
+            return loss_of(model.forward_head({"c3": c3, "c4": top(c3)}), idx)
 
         def on_top_epoch(rec: dict[str, float]) -> None:
             rec["epoch"] += res.epochs_run
