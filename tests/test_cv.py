@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,25 @@ def test_cv_end_to_end_pools_every_image_once_and_resumes(toy, tmp_path, monkeyp
                            overrides=FAST, progress=False)
     assert all(f.get("resumed") for f in again.per_seed[0]["folds"])
     assert again.per_seed[0]["pooled"]["auc"] == s0["pooled"]["auc"]
+    assert s0["localization"]["heatmaps_missing"] == []
+    # a moved cv folder resumes with its hit rates (the tables hold absolute heatmap paths)
+    import shutil
+
+    moved = tmp_path / "moved_cv"
+    shutil.move(str(out), moved)
+    again = cross_validate(toy["manifest"], toy["cache"], out=moved, config="tiny", folds=3, seeds=[0],
+                           overrides=FAST, progress=False)
+    assert again.per_seed[0]["localization"] == s0["localization"]
+    # a heatmap that is gone is named, not silently dropped from the denominators
+    oof = pd.read_csv(moved / "oof_seed0.csv")
+    annotated = set(toy["df"].loc[toy["df"]["lesions"].fillna("").astype(str).str.len() > 2, "image_id"].astype(str))
+    lost = oof.loc[(oof["label"] == 1) & oof["image_id"].astype(str).isin(annotated)].iloc[0]
+    (moved / "seed0" / f"fold{int(lost['fold'])}" / "heatmaps" / Path(lost["heatmap"]).name).unlink()
+    again = cross_validate(toy["manifest"], toy["cache"], out=moved, config="tiny", folds=3, seeds=[0],
+                           overrides=FAST, progress=False)
+    loc2 = again.per_seed[0]["localization"]
+    assert loc2["heatmaps_missing"] == [str(lost["image_id"])]
+    assert loc2["malignant_images"]["n"] == loc["n"] - 1
 
 
 def test_cv_refuses_another_configuration_in_the_same_folder(toy, tmp_path):

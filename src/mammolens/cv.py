@@ -94,12 +94,16 @@ def fold_manifest(df: pd.DataFrame, fold: int, *, val: float, seed: int) -> pd.D
     return out
 
 
-def _hit_rates(oof: pd.DataFrame, base: Path) -> dict[str, Any]:
+def _hit_rates(oof: pd.DataFrame, base: Path, fold_heatmaps: dict[int, Path] | None = None) -> dict[str, Any]:
     """Pointing-game hit rate of the localisation map, per malignant image and per finding class.
 
     A lesion is hit when the heatmap maximum (original geometry) lies inside it; an image
     is hit when one of its malignant lesions is. Lesions without a location (e.g. a
-    widely distributed calcification) are not counted.
+    widely distributed calcification) are not counted. A heatmap is looked for where the
+    predictions table says and then, by file name, in its fold's heatmap folder
+    (``fold_heatmaps[fold]``: a cross-validation folder that was moved or copied); one
+    found in neither place, or unreadable, is listed in ``heatmaps_missing`` (image ids)
+    rather than silently shrinking the denominators.
     """
     from mammolens.data.heatmap_io import heatmap_original
     from mammolens.data.lesions import parse_lesions, rasterize_lesions
@@ -108,17 +112,26 @@ def _hit_rates(oof: pd.DataFrame, base: Path) -> dict[str, Any]:
     per_class: dict[str, list[int]] = {}
     per_class_mal: dict[str, list[int]] = {}
     images: list[int] = []
+    missing: list[str] = []
     for _, r in oof.iterrows():
-        hm = str(r.get("heatmap") or "")
-        if not hm:
-            continue
         lesions = [les for les in parse_lesions(r.get("lesions")) if les.shape != "mask"]
         if not lesions:
             continue
-        path = Path(hm) if Path(hm).is_absolute() else base / hm
-        try:
-            arr, _ = heatmap_original(path, "localization")
-        except (OSError, ValueError, KeyError):
+        hm = r.get("heatmap")
+        hm = "" if hm is None or (isinstance(hm, float) and np.isnan(hm)) else str(hm)
+        candidates = [Path(hm) if Path(hm).is_absolute() else base / hm] if hm else []
+        fold = r.get("fold")
+        if hm and fold_heatmaps is not None and fold is not None and int(fold) in fold_heatmaps:
+            candidates.append(fold_heatmaps[int(fold)] / Path(hm).name)
+        arr = None
+        for path in candidates:
+            try:
+                arr, _ = heatmap_original(path, "localization")
+                break
+            except (OSError, ValueError, KeyError):
+                continue
+        if arr is None:
+            missing.append(str(r["image_id"]))
             continue
         img_hit = None
         for les in lesions:
@@ -141,6 +154,7 @@ def _hit_rates(oof: pd.DataFrame, base: Path) -> dict[str, Any]:
         "malignant_images": {"hits": int(sum(images)), "n": len(images), "rate": float(np.mean(images)) if images else None},
         "malignant_lesions_by_class": summ(per_class_mal),
         "all_lesions_by_class": summ(per_class),
+        "heatmaps_missing": missing,
     }
 
 
@@ -300,7 +314,8 @@ def cross_validate(
             "fold_auc_sd": fold_sd,
             "folds": fold_recs,
             "missing_images": missing,
-            "localization": _hit_rates(oof_l, oof_path.parent) if heatmaps else None,
+            "localization": _hit_rates(oof_l, oof_path.parent, {k: outp / f"seed{seed}" / f"fold{k}" / "heatmaps" for k in range(folds)})
+            if heatmaps else None,
             "contralateral": contralateral_ablation(oof),
             "seconds": round(sum(float(r.get("seconds") or 0) for r in fold_recs), 1),
         }

@@ -74,6 +74,9 @@ def cv(
         auc = "n/a" if p.get("auc") is None else f"{p['auc']:.3f} (95% CI {p['ci_low']:.3f}-{p['ci_high']:.3f}, patient-clustered DeLong)"
         loc = (v.get("localization") or {}).get("malignant_images") or {}
         hit = f"; malignant images localised {loc['hits']}/{loc['n']}" if loc.get("n") else ""
+        gone = (v.get("localization") or {}).get("heatmaps_missing") or []
+        if gone:
+            hit += f"; [yellow]{len(gone)} annotated image(s) without a readable heatmap, not counted ({', '.join(gone[:5])})[/]"
         fm = v.get("fold_auc_mean")
         folds_txt = "" if fm is None else f"; mean of the folds' AUCs {fm:.3f}" + ("" if v.get("fold_auc_sd") is None else f" (SD {v['fold_auc_sd']:.3f})")
         console.print(f"cv: seed {s}: pooled out-of-fold AUC {auc} on {p['n']} image(s){folds_txt}{hit}\n  {v['oof']}")
