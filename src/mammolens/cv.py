@@ -118,11 +118,12 @@ def _hit_rates(oof: pd.DataFrame, base: Path, fold_heatmaps: dict[int, Path] | N
         if not lesions:
             continue
         hm = r.get("heatmap")
-        hm = "" if hm is None or (isinstance(hm, float) and np.isnan(hm)) else str(hm)
-        candidates = [Path(hm) if Path(hm).is_absolute() else base / hm] if hm else []
-        fold = r.get("fold")
-        if hm and fold_heatmaps is not None and fold is not None and int(fold) in fold_heatmaps:
-            candidates.append(fold_heatmaps[int(fold)] / Path(hm).name)
+        candidates: list[Path] = []
+        if not pd.isna(hm) and str(hm):
+            stored = Path(str(hm))
+            candidates.append(stored if stored.is_absolute() else base / stored)
+            if fold_heatmaps and int(r["fold"]) in fold_heatmaps:
+                candidates.append(fold_heatmaps[int(r["fold"])] / stored.name)
         arr = None
         for path in candidates:
             try:

@@ -235,10 +235,9 @@ def sample_patches(
         # background patches
         if background_per_image == 0:
             continue
-        breast = breast_region(img, threshold=breast_threshold).astype(np.float64)
-        area = float(p * p)
-        bfrac = window_sums(breast, p, full=True) / area
-        lfrac = window_sums(lesion.astype(np.float64), p, full=True) / area
+        area = float(p * p)  # window_sums counts 0/1 pixels exactly (int64)
+        bfrac = window_sums(breast_region(img, threshold=breast_threshold), p, full=True) / area
+        lfrac = window_sums(lesion, p, full=True) / area
         ok = (bfrac >= min_breast_fraction) & (lfrac <= max_lesion_overlap)
         ys, xs = np.nonzero(ok)
         if ys.size == 0:
