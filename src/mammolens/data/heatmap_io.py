@@ -119,7 +119,9 @@ def heatmap_original(path: str | Path, kind: str | None = None) -> tuple[np.ndar
     except KeyError as e:
         raise ValueError(str(e).strip("'\"")) from None
     arr, _ = load_heatmap(path, kind, geometry="original")
-    return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), kind
+    from mammolens.explain.colormap import to_unit
+
+    return to_unit(arr), kind
 
 
 def heatmap_regions(path: str | Path, k: int = 3, kind: str | None = None) -> list[dict[str, float]]:
@@ -178,7 +180,9 @@ def top_regions(
 
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    work = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0).copy()
+    from mammolens.explain.colormap import to_unit
+
+    work = to_unit(heat)  # a new array: zeroed region by region below
     if work.ndim != 2:
         raise ValueError(f"heatmap must be 2-D, got shape {work.shape}")
     out: list[dict[str, float]] = []

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammolens.explain.colormap import heat_colormap_u8, to_unit
+
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling of ``(B, h, w)`` maps to ``(B, H, W)`` (half-pixel centres,
@@ -98,7 +100,7 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, *, backend: str = "nati
         cam = cam - flat.amin(dim=1).view(-1, 1, 1)
         cam = cam / (1e-7 + cam.flatten(1).amax(dim=1).view(-1, 1, 1))
         out = upsample(cam, tuple(images.shape[-2:]))
-    return np.clip(np.nan_to_num(out.cpu().numpy().astype(np.float32), nan=0.0), 0, 1)
+    return to_unit(out.cpu().numpy())
 
 
 def _gradcam_package(model: nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -158,8 +160,6 @@ def overlay_rgb(
     barely tint the image.
     """
     import cv2
-
-    from mammolens.explain.colormap import heat_colormap_u8, to_unit
 
     img = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
     hm = to_unit(heatmap)  # once: NaN would poison the blend weights below

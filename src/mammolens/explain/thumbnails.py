@@ -33,14 +33,14 @@ def overlay_thumbnail(
 
     from mammolens.data.heatmap_io import heatmap_and_lesion_mask, heatmap_original
     from mammolens.errors import MammolensError
-    from mammolens.explain.colormap import blend_heatmap
+    from mammolens.explain.colormap import blend_heatmap, to_unit
 
     try:
         heat, mask, _kind = heatmap_and_lesion_mask(heatmap_path, lesions, kind=kind, base_dir=base_dir)
     except ValueError:  # unparsable lesions: the map without outlines
         heat, _kind = heatmap_original(heatmap_path, kind)
         mask = None
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    heat = to_unit(heat)
     h, w = heat.shape
     f = min(1.0, 2.0 * size / max(h, w))  # work at twice the thumbnail size: fast and sharp
     tw, th = max(1, int(round(w * f))), max(1, int(round(h * f)))

@@ -29,7 +29,7 @@ import numpy as np
 
 from mammolens import __version__
 from mammolens.errors import InputError
-from mammolens.explain.colormap import blend_heatmap, heat_colormap  # noqa: F401 - re-exported
+from mammolens.explain.colormap import blend_heatmap, heat_colormap, to_unit  # noqa: F401 - re-exported
 
 NOT_CLINICAL = "NOT FOR CLINICAL USE"
 SERIES_NUMBERS = {"sr": 9001, "sc": 9002, "seg": 9003}
@@ -325,7 +325,7 @@ def _check_heatmap(heat: np.ndarray, ds: Any) -> np.ndarray:
             f"heatmap shape {heat.shape} != image shape {(int(ds.Rows), int(ds.Columns))}: "
             "map it to the original geometry first (load_heatmap(..., geometry='original'))"
         )
-    return np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    return to_unit(heat)
 
 
 def make_heatmap_secondary_capture(
